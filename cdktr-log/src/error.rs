@@ -1,0 +1,123 @@
+use std::time::Duration;
+
+/// Everything that can go wrong on the log bus.
+///
+/// Decoding errors (`Frames` through `Field`) say precisely what was wrong
+/// with a message; the manager counts them as rejected and carries on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An environment variable holds a value that cannot be used.
+    #[error("invalid {var}={value:?}: {reason}")]
+    InvalidEnv {
+        /// The variable's name, e.g. `CDKTR_LOGS_LISTENING_PORT`.
+        var: &'static str,
+        /// The value as found in the environment.
+        value: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+
+    /// A string is not a log level this crate knows.
+    #[error("unknown log level {0:?} (expected TRACE, DEBUG, INFO, WARN or ERROR)")]
+    UnknownLevel(String),
+
+    /// A socket could not be bound, usually because the port is in use.
+    #[error("cannot bind {endpoint}: {source}")]
+    Bind {
+        /// The endpoint that was asked for.
+        endpoint: String,
+        /// What ZeroMQ said.
+        source: zmq::Error,
+    },
+
+    /// A socket could not connect (a malformed host, not an absent peer:
+    /// ZeroMQ connects lazily and retries on its own).
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        /// The endpoint that was asked for.
+        endpoint: String,
+        /// What ZeroMQ said.
+        source: zmq::Error,
+    },
+
+    /// Any other ZeroMQ failure, with what was being done at the time.
+    #[error("zeromq failed to {op}: {source}")]
+    Zmq {
+        /// What was being done.
+        op: &'static str,
+        /// What ZeroMQ said.
+        source: zmq::Error,
+    },
+
+    /// A background thread could not be started.
+    #[error("cannot start the {name} thread: {source}")]
+    Spawn {
+        /// Which component's thread.
+        name: &'static str,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+
+    /// The component has shut down, or its background thread died.
+    #[error("the {0} has shut down")]
+    Closed(&'static str),
+
+    /// A flush did not complete in the time given; nothing was dropped, the
+    /// messages stay queued.
+    #[error("flush timed out after {0:?} with messages still queued")]
+    FlushTimeout(Duration),
+
+    /// A message did not have exactly the two frames (topic, body) of the
+    /// wire format.
+    #[error("expected 2 frames (topic, body), got {0}")]
+    Frames(usize),
+
+    /// A body frame is larger than the configured limit.
+    #[error("message body of {len} bytes exceeds the limit of {max} bytes")]
+    Oversize {
+        /// Size of the body frame.
+        len: usize,
+        /// The configured limit.
+        max: usize,
+    },
+
+    /// The body is not a MessagePack map, or not valid MessagePack at all,
+    /// or a field has the wrong type, is missing or is not UTF-8.
+    #[error("malformed message body: {0}")]
+    Body(String),
+
+    /// The body was written in a format version this crate does not read.
+    #[error("unsupported wire format version {0} (this build reads version 1)")]
+    Version(u64),
+
+    /// The sequence number is 0; sequences start at 1.
+    #[error("sequence number 0 is invalid (sequences start at 1)")]
+    ZeroSequence,
+
+    /// The topic frame is not the body's workflow id followed by a NUL byte.
+    #[error("topic frame does not match the workflow id in the body")]
+    TopicMismatch,
+}
+
+/// Result alias for the log bus.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True for the errors that describe a malformed message on the wire.
+    pub fn is_decode(&self) -> bool {
+        matches!(
+            self,
+            Error::Frames(_)
+                | Error::Oversize { .. }
+                | Error::Body(_)
+                | Error::Version(_)
+                | Error::ZeroSequence
+                | Error::TopicMismatch
+        )
+    }
+
+    pub(crate) fn zmq(op: &'static str) -> impl FnOnce(zmq::Error) -> Error {
+        move |source| Error::Zmq { op, source }
+    }
+}

@@ -1,0 +1,70 @@
+//! The cdktr log bus: how a workflow task's log lines travel, in real time,
+//! from the agents that run tasks to the principal and on to whoever watches.
+//!
+//! - Agents hold a [`LogPublisher`] (a ZeroMQ PUSH socket driven by a
+//!   background thread) and write through per-task [`TaskLogger`]s.
+//! - The principal runs a [`LogManager`]: it PULLs from every agent,
+//!   republishes each message on a PUB socket, and hands it, without loss,
+//!   to in-process sinks such as the store's Persister.
+//! - Anyone can follow the stream with a [`LogSubscriber`], filtered by
+//!   exact workflow id.
+//!
+//! Every component is synchronous and thread-based; each has a handle that
+//! shuts it down cleanly and joins its thread, also on drop. The bytes on
+//! the wire are specified in `docs/wire-format.md` so that other languages
+//! can publish and subscribe too.
+//!
+//! # Publish, forward, subscribe
+//!
+//! ```
+//! use std::time::Duration;
+//! use cdktr_log::{BusConfig, LogManager, LogPublisher, LogSubscriber, TaskContext};
+//!
+//! // Port 0 binds free ports; `manager.config()` says which.
+//! let config = BusConfig { host: "127.0.0.1".into(), listening_port: 0, publishing_port: 0 };
+//! let (sink, persisted) = crossbeam_channel::bounded(1024);
+//! let manager = LogManager::builder(&config).sink(sink).start()?;
+//! let mut watcher = LogSubscriber::builder(manager.config()).workflow("etl").connect()?;
+//!
+//! let publisher = LogPublisher::connect(manager.config())?;
+//! let log = publisher.task_logger(TaskContext {
+//!     workflow_id: "etl".into(),
+//!     workflow_name: "Nightly ETL".into(),
+//!     workflow_instance_id: "etl-1".into(),
+//!     task_name: "extract".into(),
+//!     task_instance_id: "extract-1".into(),
+//! });
+//! log.info("extracted 10 rows")?;
+//!
+//! // Sinks see every message; the subscriber sees those sent after it joined.
+//! let env = persisted.recv_timeout(Duration::from_secs(10)).unwrap();
+//! assert_eq!(env.message.payload, "extracted 10 rows");
+//! assert_eq!(env.seq, 1);
+//! # let _ = watcher.recv_timeout(Duration::from_millis(10))?;
+//! publisher.shutdown()?;
+//! manager.shutdown()?;
+//! # Ok::<(), cdktr_log::Error>(())
+//! ```
+//!
+//! # Configuration
+//!
+//! [`BusConfig::from_env`] reads `CDKTR_PRINCIPAL_HOST` (default
+//! `127.0.0.1`), `CDKTR_LOGS_LISTENING_PORT` (5562) and
+//! `CDKTR_LOGS_PUBLISHING_PORT` (5563).
+#![warn(missing_docs)]
+
+pub mod config;
+mod error;
+pub mod manager;
+pub mod message;
+pub mod publisher;
+pub mod subscriber;
+pub mod wire;
+
+pub use config::BusConfig;
+pub use error::{Error, Result};
+pub use manager::{LogManager, ManagerBuilder, ManagerStats};
+pub use message::{Level, LogMessage};
+pub use publisher::{LogPublisher, PublisherBuilder, PublisherStats, TaskContext, TaskLogger};
+pub use subscriber::{LogSubscriber, SubscriberBuilder};
+pub use wire::Envelope;

@@ -1,0 +1,369 @@
+//! The principal's hub: PULL from agents, PUB to subscribers, and a lossless
+//! hand-off to in-process sinks such as the Persister.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
+
+use crate::config::BusConfig;
+use crate::error::{Error, Result};
+use crate::wire::{self, Envelope, DEFAULT_MAX_MESSAGE_BYTES};
+
+/// The running log manager; shuts down and joins its thread on
+/// [`shutdown`](Self::shutdown) or drop.
+///
+/// Every valid message is republished on the PUB socket and handed to each
+/// sink. Sinks get every message: a full sink channel makes the manager
+/// wait (back-pressure reaches the publishers through ZeroMQ's queues). A
+/// subscriber that falls behind only loses its own messages, at its PUB
+/// high-water mark, and never slows the manager. Malformed messages are
+/// counted in [`ManagerStats::rejected`] and dropped.
+///
+/// ```
+/// use cdktr_log::{BusConfig, LogManager};
+///
+/// let (sink, persisted) = crossbeam_channel::bounded(10_000);
+/// let config = BusConfig { host: "127.0.0.1".into(), listening_port: 0, publishing_port: 0 };
+/// let manager = LogManager::builder(&config).sink(sink).start()?;
+/// println!("agents push to {}", manager.listening_endpoint());
+/// let stats = manager.shutdown()?;
+/// assert_eq!(stats.received, 0);
+/// # drop(persisted);
+/// # Ok::<(), cdktr_log::Error>(())
+/// ```
+pub struct LogManager {
+    config: BusConfig,
+    listening_endpoint: String,
+    publishing_endpoint: String,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    worker: Option<JoinHandle<()>>,
+}
+
+/// Counters of a manager, as of the moment they are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ManagerStats {
+    /// Messages received on the PULL socket, valid or not.
+    pub received: u64,
+    /// Valid messages republished on the PUB socket.
+    pub forwarded: u64,
+    /// Malformed messages dropped.
+    pub rejected: u64,
+    /// Messages a sink could not take because its receiver was gone.
+    pub sink_lost: u64,
+    /// Total time spent waiting for full sinks.
+    pub sink_blocked: Duration,
+}
+
+/// Configures a [`LogManager`]; see [`LogManager::builder`].
+pub struct ManagerBuilder {
+    config: BusConfig,
+    sinks: Vec<Sender<Envelope>>,
+    max_message_bytes: usize,
+    pub_hwm: i32,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    forwarded: AtomicU64,
+    rejected: AtomicU64,
+    sink_lost: AtomicU64,
+    sink_blocked_ns: AtomicU64,
+}
+
+impl ManagerBuilder {
+    /// Adds an in-process sink that receives every valid message, in
+    /// arrival order, without loss.
+    pub fn sink(mut self, sink: Sender<Envelope>) -> Self {
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Largest body accepted (default 4 MiB). Larger bodies are rejected and
+    /// counted; bodies over twice this size make ZeroMQ drop the sender's
+    /// connection before anything is allocated (`ZMQ_MAXMSGSIZE`).
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes.max(1);
+        self
+    }
+
+    /// Messages queued per subscriber before that subscriber starts losing
+    /// messages (default 10,000).
+    pub fn subscriber_hwm(mut self, messages: i32) -> Self {
+        self.pub_hwm = messages;
+        self
+    }
+
+    /// Binds both sockets and starts forwarding.
+    ///
+    /// # Errors
+    /// [`Error::Bind`] if either port is in use or the host is not local;
+    /// [`Error::Zmq`] if a socket cannot be made; [`Error::Spawn`].
+    pub fn start(self) -> Result<LogManager> {
+        let ctx = zmq::Context::new();
+        let pull = ctx.socket(zmq::PULL).map_err(Error::zmq("create the PULL socket"))?;
+        let hard_limit = i64::try_from(self.max_message_bytes.saturating_mul(2)).unwrap_or(i64::MAX);
+        pull.set_maxmsgsize(hard_limit).map_err(Error::zmq("set MAXMSGSIZE"))?;
+        pull.set_linger(0).map_err(Error::zmq("set LINGER"))?;
+        let listening_endpoint = bind(&pull, &self.config.listening_endpoint())?;
+
+        let publisher = ctx.socket(zmq::PUB).map_err(Error::zmq("create the PUB socket"))?;
+        publisher.set_sndhwm(self.pub_hwm).map_err(Error::zmq("set SNDHWM"))?;
+        publisher.set_linger(0).map_err(Error::zmq("set LINGER"))?;
+        let publishing_endpoint = bind(&publisher, &self.config.publishing_endpoint())?;
+
+        let config = BusConfig {
+            host: self.config.host.clone(),
+            listening_port: port_of(&listening_endpoint),
+            publishing_port: port_of(&publishing_endpoint),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let worker = Forwarder {
+            _ctx: ctx,
+            pull,
+            publisher,
+            sinks: self.sinks,
+            max: self.max_message_bytes,
+            stop: stop.clone(),
+            counters: counters.clone(),
+            stats: ManagerStats::default(),
+            last_reject_warning: None,
+        };
+        let worker = std::thread::Builder::new()
+            .name("cdktr-log-manager".into())
+            .spawn(move || worker.run())
+            .map_err(|source| Error::Spawn { name: "log manager", source })?;
+        Ok(LogManager {
+            config,
+            listening_endpoint,
+            publishing_endpoint,
+            stop,
+            counters,
+            worker: Some(worker),
+        })
+    }
+}
+
+impl LogManager {
+    /// A builder binding `config`'s host and ports (0 picks free ports).
+    pub fn builder(config: &BusConfig) -> ManagerBuilder {
+        ManagerBuilder {
+            config: config.clone(),
+            sinks: Vec::new(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            pub_hwm: 10_000,
+        }
+    }
+
+    /// The bus configuration with the ports actually bound, for publishers
+    /// and subscribers to connect with.
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    /// The endpoint agents push to, e.g. `tcp://127.0.0.1:5562`.
+    pub fn listening_endpoint(&self) -> &str {
+        &self.listening_endpoint
+    }
+
+    /// The endpoint subscribers connect to.
+    pub fn publishing_endpoint(&self) -> &str {
+        &self.publishing_endpoint
+    }
+
+    /// The counters as of now.
+    pub fn stats(&self) -> ManagerStats {
+        let c = &self.counters;
+        ManagerStats {
+            received: c.received.load(Relaxed),
+            forwarded: c.forwarded.load(Relaxed),
+            rejected: c.rejected.load(Relaxed),
+            sink_lost: c.sink_lost.load(Relaxed),
+            sink_blocked: Duration::from_nanos(c.sink_blocked_ns.load(Relaxed)),
+        }
+    }
+
+    /// Stops taking new messages, forwards what ZeroMQ had already received,
+    /// closes the sockets (dropping the sinks' senders, so a sink sees its
+    /// channel close) and returns the final counters.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the forwarding thread had panicked.
+    pub fn shutdown(mut self) -> Result<ManagerStats> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<ManagerStats> {
+        if let Some(worker) = self.worker.take() {
+            self.stop.store(true, Relaxed);
+            worker.join().map_err(|_| Error::Closed("log manager"))?;
+        }
+        Ok(self.stats())
+    }
+}
+
+impl Drop for LogManager {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            log::error!("{e}");
+        }
+    }
+}
+
+fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<String> {
+    socket.bind(endpoint).map_err(|source| Error::Bind { endpoint: endpoint.to_owned(), source })?;
+    match socket.get_last_endpoint() {
+        Ok(Ok(e)) => Ok(e),
+        _ => Ok(endpoint.to_owned()),
+    }
+}
+
+fn port_of(endpoint: &str) -> u16 {
+    endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+}
+
+struct Forwarder {
+    _ctx: zmq::Context,
+    pull: zmq::Socket,
+    publisher: zmq::Socket,
+    sinks: Vec<Sender<Envelope>>,
+    max: usize,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    stats: ManagerStats,
+    last_reject_warning: Option<Instant>,
+}
+
+/// Messages handled between two looks at the stop flag and counter updates.
+const BATCH: usize = 4096;
+
+impl Forwarder {
+    fn run(mut self) {
+        let mut frames = [zmq::Message::new(), zmq::Message::new(), zmq::Message::new()];
+        loop {
+            let stopping = self.stop.load(Relaxed);
+            let mut n = 0;
+            while n < BATCH && self.forward_one(&mut frames) {
+                n += 1;
+            }
+            self.publish_stats();
+            if stopping && n < BATCH {
+                // Everything ZeroMQ had received before the stop is handled.
+                break;
+            }
+            if n == 0 {
+                if let Err(e) = self.pull.poll(zmq::POLLIN, 50) {
+                    log::error!("log manager: poll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// Receives and handles one message; false when none was waiting.
+    fn forward_one(&mut self, frames: &mut [zmq::Message; 3]) -> bool {
+        let [topic, body, extra] = frames;
+        match self.pull.recv(topic, zmq::DONTWAIT) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) => return false,
+            Err(e) => {
+                log::error!("log manager: receive failed: {e}");
+                return false;
+            }
+        }
+        self.stats.received += 1;
+        // The rest of a multipart message is already here; read it all,
+        // keeping at most two frames however many were sent.
+        let mut count = 1;
+        let mut more = topic.get_more();
+        while more {
+            let frame = if count == 1 { &mut *body } else { &mut *extra };
+            if self.pull.recv(frame, 0).is_err() {
+                break;
+            }
+            count += 1;
+            more = frame.get_more();
+        }
+        let decoded = if count == 2 { wire::decode_pair(topic, body, self.max) } else { Err(Error::Frames(count)) };
+        match decoded {
+            Ok(env) => {
+                let t = std::mem::replace(topic, zmq::Message::new());
+                let b = std::mem::replace(body, zmq::Message::new());
+                // PUB never blocks: a slow subscriber loses its own copy.
+                if self.publisher.send(t, zmq::SNDMORE | zmq::DONTWAIT).is_ok() {
+                    let _ = self.publisher.send(b, zmq::DONTWAIT);
+                }
+                self.stats.forwarded += 1;
+                self.deliver(env);
+            }
+            Err(e) => {
+                self.stats.rejected += 1;
+                self.warn_reject(&e);
+            }
+        }
+        true
+    }
+
+    fn deliver(&mut self, env: Envelope) {
+        let n = self.sinks.len();
+        let mut env = Some(env);
+        for i in 0..n {
+            let item = if i + 1 == n { env.take().expect("moved once") } else { env.clone().expect("present") };
+            match self.sinks[i].try_send(item) {
+                Ok(()) => {}
+                Err(TrySendError::Full(item)) => self.wait_for_sink(i, item),
+                Err(TrySendError::Disconnected(_)) => self.sink_gone(),
+            }
+        }
+    }
+
+    fn wait_for_sink(&mut self, i: usize, mut item: Envelope) {
+        let start = Instant::now();
+        loop {
+            match self.sinks[i].send_timeout(item, Duration::from_millis(100)) {
+                Ok(()) => break,
+                Err(SendTimeoutError::Timeout(back)) => {
+                    item = back;
+                    // Keep the counters live while a sink holds us up.
+                    self.publish_stats();
+                    let blocked = self.stats.sink_blocked + start.elapsed();
+                    self.counters.sink_blocked_ns.store(blocked.as_nanos() as u64, Relaxed);
+                }
+                Err(SendTimeoutError::Disconnected(_)) => {
+                    self.sink_gone();
+                    break;
+                }
+            }
+        }
+        self.stats.sink_blocked += start.elapsed();
+    }
+
+    fn sink_gone(&mut self) {
+        self.stats.sink_lost += 1;
+        if self.stats.sink_lost == 1 || self.stats.sink_lost.is_power_of_two() {
+            log::error!("log manager: a sink has gone; {} message(s) not delivered to it", self.stats.sink_lost);
+        }
+    }
+
+    fn warn_reject(&mut self, e: &Error) {
+        let now = Instant::now();
+        if self.last_reject_warning.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(5)) {
+            self.last_reject_warning = Some(now);
+            log::warn!("log manager: rejected a malformed message ({} so far): {e}", self.stats.rejected);
+        }
+    }
+
+    fn publish_stats(&self) {
+        let c = &self.counters;
+        c.received.store(self.stats.received, Relaxed);
+        c.forwarded.store(self.stats.forwarded, Relaxed);
+        c.rejected.store(self.stats.rejected, Relaxed);
+        c.sink_lost.store(self.stats.sink_lost, Relaxed);
+        c.sink_blocked_ns.store(self.stats.sink_blocked.as_nanos() as u64, Relaxed);
+    }
+}

@@ -1,0 +1,141 @@
+//! The `cdktr-principal` binary as a real child process.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cdktr_log::{BusConfig, Level, LogMessage, LogPublisher, LogSubscriber};
+use cdktr_store::{LogQuery, Store};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn principal(db: &std::path::Path, bus: &BusConfig) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cdktr-principal"));
+    c.arg("--db")
+        .arg(db)
+        .env("CDKTR_LOGS_LISTENING_PORT", bus.listening_port.to_string())
+        .env("CDKTR_LOGS_PUBLISHING_PORT", bus.publishing_port.to_string())
+        .env("CDKTR_LOG_FLUSH_INTERVAL_MS", "60000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Waits for the banner line, so that the sockets are bound.
+fn started(child: &mut Child) -> BufReader<std::process::ChildStdout> {
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("logs in on"), "unexpected banner {line:?}");
+    out
+}
+
+fn terminate(child: &mut Child) {
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < end, "the principal did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn line(i: usize) -> LogMessage {
+    LogMessage {
+        workflow_id: "etl".into(),
+        workflow_name: "ETL".into(),
+        workflow_instance_id: "etl-1".into(),
+        task_name: "t".into(),
+        task_instance_id: "t-1".into(),
+        timestamp_ms: cdktr_log::message::now_ms(),
+        level: Level::Info,
+        payload: format!("line {i}"),
+    }
+}
+
+#[test]
+fn sigterm_persists_every_accepted_line_and_a_restart_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/app.db");
+    let bus = BusConfig { host: "127.0.0.1".into(), listening_port: free_port(), publishing_port: free_port() };
+    let mut child = principal(&db, &bus).spawn().unwrap();
+    let mut out = started(&mut child);
+
+    // A live watcher sees lines while the flush interval (60 s) holds them.
+    let mut watcher = LogSubscriber::all(&bus).unwrap();
+    let publisher = LogPublisher::connect(&bus).unwrap();
+    let mut joined = false;
+    for _ in 0..1000 {
+        publisher.publish(LogMessage { payload: "probe".into(), ..line(0) }).unwrap();
+        if watcher.recv_timeout(Duration::from_millis(10)).unwrap().is_some() {
+            joined = true;
+            break;
+        }
+    }
+    assert!(joined);
+    for i in 0..20_000 {
+        publisher.publish(line(i)).unwrap();
+    }
+    let stats = publisher.shutdown().unwrap();
+    assert_eq!(stats.dropped, 0);
+    // Everything sent has reached the principal once the watcher has seen the last line.
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let e = watcher.recv_timeout(Duration::from_secs(1)).unwrap();
+        if e.is_some_and(|e| e.message.payload == "line 19999") {
+            break;
+        }
+        assert!(Instant::now() < end, "the last line never arrived");
+    }
+    terminate(&mut child);
+    assert!(wait_exit(&mut child).success());
+    let mut rest = String::new();
+    while out.read_line(&mut rest).unwrap() > 0 {}
+    assert!(rest.contains(&format!("{} received", stats.published)), "{rest}");
+
+    let store = Store::open(&db).unwrap();
+    let q = LogQuery { payload_contains: Some("line ".into()), limit: Some(1_000_000), ..Default::default() };
+    let rows = store.query_logs(&q).unwrap();
+    assert_eq!(rows.len(), 20_000);
+    drop(store);
+
+    // A restart on the same file starts cleanly with the data in place.
+    let mut again = principal(&db, &bus).spawn().unwrap();
+    started(&mut again);
+    terminate(&mut again);
+    assert!(wait_exit(&mut again).success());
+    assert_eq!(Store::open(&db).unwrap().query_logs(&q).unwrap().len(), 20_000);
+}
+
+#[test]
+fn a_port_in_use_or_a_bad_database_exit_non_zero_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bus = BusConfig {
+        host: "127.0.0.1".into(),
+        listening_port: taken.local_addr().unwrap().port(),
+        publishing_port: free_port(),
+    };
+    let out = principal(&dir.path().join("a.db"), &bus).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use") && err.trim().lines().count() == 1, "{err}");
+
+    let bus = BusConfig { listening_port: free_port(), ..bus };
+    let out = principal(dir.path(), &bus).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("directory") && err.trim().lines().count() == 1, "{err}");
+
+    let out = principal(&dir.path().join("b.db"), &bus).env("CDKTR_LOGS_PUBLISHING_PORT", "70000").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CDKTR_LOGS_PUBLISHING_PORT"));
+}

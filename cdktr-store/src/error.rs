@@ -1,0 +1,87 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the log store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The database file could not be opened: the path is a directory, not a
+    /// DuckDB file, unreadable, or locked by another process.
+    #[error("cannot open database {path}: {reason}")]
+    Open {
+        /// The path that was asked for.
+        path: PathBuf,
+        /// Why, as DuckDB or the OS put it.
+        reason: String,
+    },
+
+    /// The database's parent directory could not be created.
+    #[error("cannot create directory {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+
+    /// The file was written by a newer version of this crate.
+    #[error("database schema version {found} is newer than this build understands ({supported})")]
+    SchemaTooNew {
+        /// The version recorded in the file.
+        found: i64,
+        /// The newest version this build can use.
+        supported: i64,
+    },
+
+    /// A query was asked for that cannot be answered as stated.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+
+    /// A string is not one of the run statuses.
+    #[error("unknown status {0:?} (expected PENDING, RUNNING, WAITING, COMPLETED, FAILED or CRASHED)")]
+    UnknownStatus(String),
+
+    /// An environment variable holds a value that cannot be used.
+    #[error("invalid {var}={value:?}: {reason}")]
+    InvalidEnv {
+        /// The variable's name.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+
+    /// A statement failed in DuckDB.
+    #[error("database error while {op}: {source}")]
+    Db {
+        /// What was being done.
+        op: &'static str,
+        /// What DuckDB said.
+        source: duckdb::Error,
+    },
+
+    /// The persister's thread could not be started.
+    #[error("cannot start the persister thread: {0}")]
+    Spawn(std::io::Error),
+
+    /// The persister has stopped (or its thread died).
+    #[error("the persister has shut down")]
+    Closed,
+
+    /// A flush did not finish in the time given.
+    #[error("flush did not finish within {0:?}")]
+    FlushTimeout(std::time::Duration),
+
+    /// Shutdown gave up with rows that could not be written.
+    #[error("{0} row(s) could not be persisted before shutdown gave up")]
+    Unpersisted(usize),
+}
+
+/// Result alias for the log store.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn db(op: &'static str) -> impl FnOnce(duckdb::Error) -> Error {
+        move |source| Error::Db { op, source }
+    }
+}

@@ -1,0 +1,75 @@
+//! The cdktr log store: every log line and every status change of every
+//! workflow run, in DuckDB, in memory or in one file that DuckDB's CLI,
+//! Python or R can open once the principal has stopped.
+//!
+//! - [`Store`] opens the database and keeps the schema (documented in
+//!   `docs/schema.md`): `logstore`, `workflow_run_status`,
+//!   `task_run_status`, all insert-only.
+//! - [`Persister`] takes the log stream from the bus's `LogManager` and
+//!   writes it in batches, retrying failed writes without losing a line.
+//! - [`LogQuery`] is QueryLogs: time range, workflow, instance, task, level
+//!   and payload filters, compiled to parameterized SQL.
+//! - Status history: [`Store::record_workflow_status`],
+//!   [`Store::timeline`], [`Store::recent_workflows`].
+//!
+//! # Persist the stream and query it
+//!
+//! ```
+//! use std::time::Duration;
+//! use cdktr_log::{Envelope, Level, LogMessage};
+//! use cdktr_store::{LogQuery, Persister, PersisterConfig, Store};
+//!
+//! let store = Store::open_in_memory()?;
+//! let persister = Persister::start(&store, PersisterConfig::default())?;
+//! // In the principal, this sender is the LogManager's sink.
+//! let sink = persister.sender();
+//! let message = LogMessage {
+//!     workflow_id: "etl".into(),
+//!     workflow_name: "Nightly ETL".into(),
+//!     workflow_instance_id: "etl-1".into(),
+//!     task_name: "load".into(),
+//!     task_instance_id: "load-1".into(),
+//!     timestamp_ms: cdktr_log::message::now_ms(),
+//!     level: Level::Error,
+//!     payload: "connection refused".into(),
+//! };
+//! sink.send(Envelope { publisher_id: "agent-1".into(), seq: 1, message }).unwrap();
+//!
+//! // Batches are written every 30 s or 10,000 lines; don't wait for that.
+//! persister.flush_now(Duration::from_secs(5))?;
+//! let errors = store.query_logs(&LogQuery { workflow_id: Some("etl".into()), ..LogQuery::default() })?;
+//! assert_eq!(errors[0].payload, "connection refused");
+//! persister.shutdown()?;
+//! # Ok::<(), cdktr_store::Error>(())
+//! ```
+//!
+//! # Record and read status history
+//!
+//! ```
+//! use cdktr_store::{RecentWorkflows, RunStatus, Store};
+//!
+//! let store = Store::open_in_memory()?;
+//! store.record_workflow_status("etl", "etl-1", RunStatus::Running, 1_000)?;
+//! store.record_task_status("extract", "extract-1", "etl-1", RunStatus::Running, 1_001)?;
+//! store.record_task_status("extract", "extract-1", "etl-1", RunStatus::Completed, 2_000)?;
+//! store.record_workflow_status("etl", "etl-1", RunStatus::Completed, 2_001)?;
+//!
+//! assert_eq!(store.latest_workflow_status("etl-1")?, Some((RunStatus::Completed, 2_001)));
+//! assert_eq!(store.timeline("etl-1")?.len(), 4);
+//! let recent = store.recent_workflows(&RecentWorkflows::default())?;
+//! assert_eq!(recent[0].status, RunStatus::Completed);
+//! # Ok::<(), cdktr_store::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+mod error;
+pub mod persister;
+pub mod query;
+pub mod status;
+mod store;
+
+pub use error::{Error, Result};
+pub use persister::{Persister, PersisterConfig, PersisterStats};
+pub use query::{LevelFilter, LogQuery, Order};
+pub use status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
+pub use store::{Location, Store, SCHEMA_VERSION};

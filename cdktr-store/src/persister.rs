@@ -1,0 +1,409 @@
+//! Batches the log stream into DuckDB.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cdktr_log::Envelope;
+use crossbeam_channel::{bounded, never, select, Receiver, Sender};
+use duckdb::{params, Connection};
+
+use crate::error::{Error, Result};
+use crate::store::{chrono_now_ms, Store};
+
+/// Env var overriding the flush interval, in milliseconds.
+pub const ENV_FLUSH_INTERVAL_MS: &str = "CDKTR_LOG_FLUSH_INTERVAL_MS";
+
+/// How a [`Persister`] batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersisterConfig {
+    /// Write whatever is pending at least this often (default 30 s). Failed
+    /// writes are retried at this pace too.
+    pub flush_interval: Duration,
+    /// Write as soon as this many messages are pending (default 10,000).
+    pub batch_size: usize,
+    /// Capacity of the input channel (default 50,000). A full channel makes
+    /// the log manager wait: that is the back-pressure.
+    pub channel_capacity: usize,
+    /// Most messages held while writes fail (default 100,000); past it the
+    /// persister stops taking input until a write succeeds.
+    pub max_pending: usize,
+    /// How long [`Persister::shutdown`] keeps retrying a failing write
+    /// (default 10 s).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for PersisterConfig {
+    fn default() -> Self {
+        PersisterConfig {
+            flush_interval: Duration::from_secs(30),
+            batch_size: 10_000,
+            channel_capacity: 50_000,
+            max_pending: 100_000,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PersisterConfig {
+    /// The defaults, with `CDKTR_LOG_FLUSH_INTERVAL_MS` applied when set.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEnv`] unless the variable is a whole number of
+    /// milliseconds from 1 up.
+    pub fn from_env() -> Result<PersisterConfig> {
+        let mut c = PersisterConfig::default();
+        if let Some(v) = std::env::var_os(ENV_FLUSH_INTERVAL_MS) {
+            let value = v.to_string_lossy().into_owned();
+            c.flush_interval = match value.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    return Err(Error::InvalidEnv {
+                        var: ENV_FLUSH_INTERVAL_MS,
+                        value,
+                        reason: "expected a whole number of milliseconds, at least 1",
+                    })
+                }
+            };
+        }
+        Ok(c)
+    }
+}
+
+/// Counters of a persister, as of the moment they are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PersisterStats {
+    /// Rows written to `logstore`.
+    pub persisted: u64,
+    /// Writes that failed (their rows were kept and retried).
+    pub failed_flushes: u64,
+    /// Messages taken from the channel and not yet written.
+    pub pending: u64,
+    /// Messages dropped on arrival because their publisher's sequence
+    /// number was already persisted (re-sent messages).
+    pub duplicates: u64,
+    /// Batches written.
+    pub batches: u64,
+    /// How long the last successful write took.
+    pub last_flush: Duration,
+}
+
+/// Writes the log stream into the `logstore` table, in batches.
+///
+/// A batch is written when it reaches [`PersisterConfig::batch_size`] or
+/// when the flush interval passes, whichever comes first, in one
+/// transaction together with each publisher's highest sequence number. A
+/// failed write keeps the batch and retries it on the next interval; it is
+/// never dropped. A message whose sequence number is at or below its
+/// publisher's mark is a re-send and is dropped on arrival, so re-sending
+/// is idempotent.
+///
+/// [`shutdown`](Self::shutdown), and drop, write everything pending.
+pub struct Persister {
+    input: Sender<Envelope>,
+    ctrl: Sender<Ctrl>,
+    counters: Arc<Counters>,
+    worker: Option<JoinHandle<Result<()>>>,
+}
+
+enum Ctrl {
+    Flush(Sender<Result<()>>),
+    Shutdown,
+    FailWrites(u32),
+}
+
+#[derive(Default)]
+struct Counters {
+    persisted: AtomicU64,
+    failed_flushes: AtomicU64,
+    pending: AtomicU64,
+    duplicates: AtomicU64,
+    batches: AtomicU64,
+    last_flush_ns: AtomicU64,
+}
+
+impl Persister {
+    /// Starts a persister writing into `store`'s database through a
+    /// connection of its own. Give [`sender`](Self::sender) to the log
+    /// manager as its sink.
+    ///
+    /// # Errors
+    /// [`Error::Db`] if the connection or the publishers' marks cannot be
+    /// read; [`Error::Spawn`].
+    pub fn start(store: &Store, config: PersisterConfig) -> Result<Persister> {
+        let conn = store.conn().try_clone().map_err(Error::db("opening the persister's connection"))?;
+        let marks = load_marks(&conn)?;
+        let (input, rx) = bounded(config.channel_capacity.max(1));
+        let (ctrl, ctrl_rx) = bounded(16);
+        let counters = Arc::new(Counters::default());
+        let worker = Worker {
+            conn,
+            rx,
+            ctrl: ctrl_rx,
+            config,
+            marks,
+            pending: Vec::new(),
+            stats: PersisterStats::default(),
+            counters: counters.clone(),
+            failing: false,
+            inject_failures: 0,
+        };
+        let worker = std::thread::Builder::new()
+            .name("cdktr-persister".into())
+            .spawn(move || worker.run())
+            .map_err(Error::Spawn)?;
+        Ok(Persister { input, ctrl, counters, worker: Some(worker) })
+    }
+
+    /// The input channel: every message sent here is persisted.
+    pub fn sender(&self) -> Sender<Envelope> {
+        self.input.clone()
+    }
+
+    /// Takes everything already in the input channel and writes all that
+    /// is pending, now.
+    ///
+    /// # Errors
+    /// [`Error::Db`] if the write failed (the rows are kept and retried);
+    /// [`Error::FlushTimeout`]; [`Error::Closed`].
+    pub fn flush_now(&self, timeout: Duration) -> Result<()> {
+        let (tx, rx) = bounded(1);
+        self.ctrl.send_timeout(Ctrl::Flush(tx), timeout).map_err(|_| Error::Closed)?;
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::FlushTimeout(timeout)),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    /// The counters as of now.
+    pub fn stats(&self) -> PersisterStats {
+        let c = &self.counters;
+        PersisterStats {
+            persisted: c.persisted.load(Relaxed),
+            failed_flushes: c.failed_flushes.load(Relaxed),
+            pending: c.pending.load(Relaxed),
+            duplicates: c.duplicates.load(Relaxed),
+            batches: c.batches.load(Relaxed),
+            last_flush: Duration::from_nanos(c.last_flush_ns.load(Relaxed)),
+        }
+    }
+
+    /// Makes the next `n` writes fail as if the database had refused them.
+    /// For tests of the retry path.
+    #[doc(hidden)]
+    pub fn fail_next_writes(&self, n: u32) {
+        let _ = self.ctrl.send(Ctrl::FailWrites(n));
+    }
+
+    /// Takes what is in the input channel, writes everything pending
+    /// (retrying a failing write up to the shutdown timeout) and stops.
+    ///
+    /// # Errors
+    /// [`Error::Unpersisted`] if rows could still not be written when the
+    /// timeout passed; [`Error::Closed`] if the thread had died.
+    pub fn shutdown(mut self) -> Result<PersisterStats> {
+        self.stop()?;
+        Ok(self.stats())
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        let Some(worker) = self.worker.take() else { return Ok(()) };
+        let _ = self.ctrl.send(Ctrl::Shutdown);
+        worker.join().map_err(|_| Error::Closed)?
+    }
+}
+
+impl Drop for Persister {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            log::error!("persister: {e}");
+        }
+    }
+}
+
+fn load_marks(conn: &Connection) -> Result<HashMap<String, u64>> {
+    let read = || Error::db("reading publisher watermarks");
+    let mut stmt =
+        conn.prepare("SELECT publisher_id, max(seq) FROM publisher_watermark GROUP BY publisher_id").map_err(read())?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))).map_err(read())?;
+    rows.collect::<duckdb::Result<HashMap<_, _>>>().map_err(read())
+}
+
+struct Worker {
+    conn: Connection,
+    rx: Receiver<Envelope>,
+    ctrl: Receiver<Ctrl>,
+    config: PersisterConfig,
+    /// Highest sequence number accepted (pending or written) per publisher.
+    marks: HashMap<String, u64>,
+    pending: Vec<Envelope>,
+    stats: PersisterStats,
+    counters: Arc<Counters>,
+    /// The last write failed: wait for the interval before the next.
+    failing: bool,
+    inject_failures: u32,
+}
+
+impl Worker {
+    fn run(mut self) -> Result<()> {
+        let mut next_flush = Instant::now() + self.config.flush_interval;
+        let (rx, ctrl, stalled) = (self.rx.clone(), self.ctrl.clone(), never());
+        loop {
+            // Memory stays bounded while writes fail: stop taking input.
+            let input = if self.pending.len() < self.config.max_pending { &rx } else { &stalled };
+            let timeout = next_flush.saturating_duration_since(Instant::now());
+            select! {
+                recv(input) -> m => {
+                    if let Ok(env) = m {
+                        self.accept(env);
+                    }
+                }
+                recv(ctrl) -> c => match c {
+                    Ok(Ctrl::Flush(reply)) => {
+                        self.take_waiting();
+                        let _ = reply.send(self.flush());
+                        next_flush = Instant::now() + self.config.flush_interval;
+                    }
+                    Ok(Ctrl::FailWrites(n)) => self.inject_failures = n,
+                    Ok(Ctrl::Shutdown) | Err(_) => return self.finish(),
+                },
+                default(timeout) => {}
+            }
+            let due = Instant::now() >= next_flush;
+            if due || (!self.failing && self.pending.len() >= self.config.batch_size) {
+                if !self.pending.is_empty() {
+                    if let Err(e) = self.flush() {
+                        log::error!("persister: write failed, {} row(s) kept for retry: {e}", self.pending.len());
+                    }
+                }
+                next_flush = Instant::now() + self.config.flush_interval;
+            }
+            self.publish_stats();
+        }
+    }
+
+    fn accept(&mut self, env: Envelope) {
+        match self.marks.get_mut(env.publisher_id.as_str()) {
+            Some(mark) if env.seq <= *mark => {
+                self.stats.duplicates += 1;
+                return;
+            }
+            Some(mark) => *mark = env.seq,
+            None => {
+                self.marks.insert(env.publisher_id.clone(), env.seq);
+            }
+        }
+        self.pending.push(env);
+    }
+
+    /// Moves what is already in the channel into the pending batch.
+    fn take_waiting(&mut self) {
+        while self.pending.len() < self.config.max_pending {
+            match self.rx.try_recv() {
+                Ok(env) => self.accept(env),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let result = if self.inject_failures > 0 {
+            self.inject_failures -= 1;
+            Err(Error::Db {
+                op: "writing a batch",
+                source: duckdb::Error::ToSqlConversionFailure("injected write failure".into()),
+            })
+        } else {
+            write_batch(&mut self.conn, &self.pending).map_err(Error::db("writing a batch"))
+        };
+        match result {
+            Ok(()) => {
+                self.stats.persisted += self.pending.len() as u64;
+                self.stats.batches += 1;
+                self.stats.last_flush = start.elapsed();
+                self.pending.clear();
+                self.failing = false;
+            }
+            Err(_) => {
+                self.stats.failed_flushes += 1;
+                self.failing = true;
+            }
+        }
+        self.publish_stats();
+        result
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.take_waiting();
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        loop {
+            let result = self.flush();
+            match result {
+                Ok(()) if self.rx.is_empty() => return Ok(()),
+                Ok(()) => self.take_waiting(),
+                Err(e) if Instant::now() >= deadline => {
+                    log::error!("persister: giving up at shutdown with {} row(s) unwritten: {e}", self.pending.len());
+                    return Err(Error::Unpersisted(self.pending.len() + self.rx.len()));
+                }
+                Err(e) => {
+                    log::warn!("persister: write failed at shutdown, retrying: {e}");
+                    std::thread::sleep(self.config.flush_interval.min(Duration::from_millis(200)));
+                }
+            }
+        }
+    }
+
+    fn publish_stats(&self) {
+        let c = &self.counters;
+        c.persisted.store(self.stats.persisted, Relaxed);
+        c.failed_flushes.store(self.stats.failed_flushes, Relaxed);
+        c.pending.store(self.pending.len() as u64, Relaxed);
+        c.duplicates.store(self.stats.duplicates, Relaxed);
+        c.batches.store(self.stats.batches, Relaxed);
+        c.last_flush_ns.store(self.stats.last_flush.as_nanos() as u64, Relaxed);
+    }
+}
+
+/// Writes the batch and each publisher's new mark in one transaction.
+fn write_batch(conn: &mut Connection, batch: &[Envelope]) -> duckdb::Result<()> {
+    let mut marks: HashMap<&str, u64> = HashMap::new();
+    for e in batch {
+        let m = marks.entry(&e.publisher_id).or_default();
+        *m = (*m).max(e.seq);
+    }
+    let tx = conn.transaction()?;
+    {
+        let mut app = tx.appender("logstore")?;
+        for e in batch {
+            let m = &e.message;
+            app.append_row(params![
+                m.workflow_id,
+                m.workflow_name,
+                m.workflow_instance_id,
+                m.task_name,
+                m.task_instance_id,
+                m.timestamp_ms,
+                m.level.as_str(),
+                m.payload,
+            ])?;
+        }
+        // Dropping an appender flushes too, but throws the error away.
+        app.flush()?;
+    }
+    {
+        let now = chrono_now_ms();
+        let mut app = tx.appender("publisher_watermark")?;
+        for (publisher, seq) in marks {
+            app.append_row(params![publisher, seq, now])?;
+        }
+        app.flush()?;
+    }
+    tx.commit()
+}

@@ -1,0 +1,166 @@
+//! Opening the database and keeping its schema.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use duckdb::Connection;
+
+use crate::error::{Error, Result};
+
+/// The newest schema version this build writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Each migration takes the schema from the previous version to its own.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "CREATE TYPE run_status AS ENUM ('PENDING', 'RUNNING', 'WAITING', 'COMPLETED', 'FAILED', 'CRASHED');
+     CREATE TABLE logstore (
+         workflow_id          VARCHAR NOT NULL,
+         workflow_name        VARCHAR NOT NULL,
+         workflow_instance_id VARCHAR NOT NULL,
+         task_name            VARCHAR NOT NULL,
+         task_instance_id     VARCHAR NOT NULL,
+         timestamp_ms         BIGINT  NOT NULL,
+         level                VARCHAR NOT NULL,
+         payload              VARCHAR NOT NULL
+     );
+     CREATE TABLE workflow_run_status (
+         workflow_id          VARCHAR    NOT NULL,
+         workflow_instance_id VARCHAR    NOT NULL,
+         status               run_status NOT NULL,
+         timestamp_ms         BIGINT     NOT NULL
+     );
+     CREATE TABLE task_run_status (
+         task_id              VARCHAR    NOT NULL,
+         task_instance_id     VARCHAR    NOT NULL,
+         workflow_instance_id VARCHAR    NOT NULL,
+         status               run_status NOT NULL,
+         timestamp_ms         BIGINT     NOT NULL
+     );
+     CREATE TABLE publisher_watermark (
+         publisher_id VARCHAR NOT NULL,
+         seq          UBIGINT NOT NULL,
+         timestamp_ms BIGINT  NOT NULL
+     );",
+)];
+
+/// Where a store keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// In memory: gone when the last handle is dropped.
+    Memory,
+    /// One DuckDB file.
+    File(PathBuf),
+}
+
+/// A handle on the log database: DuckDB in memory or in one file.
+///
+/// Every table is insert-only: nothing in this crate updates or deletes a
+/// row. A `Store` serializes its own calls; for concurrent work take more
+/// handles with [`try_clone`](Self::try_clone), each its own DuckDB
+/// connection to the same database.
+pub struct Store {
+    conn: Mutex<Connection>,
+    location: Location,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file at `path`, creating its
+    /// parent directories and the schema.
+    ///
+    /// # Errors
+    /// [`Error::Open`], naming the path, when it is a directory, not a DuckDB
+    /// file, unreadable, or locked by another process;
+    /// [`Error::CreateDir`]; [`Error::SchemaTooNew`] for a file written by a
+    /// newer version.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        if path.is_dir() {
+            return Err(Error::Open { path, reason: "it is a directory".into() });
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| Error::CreateDir { path: parent.into(), source })?;
+        }
+        let conn = Connection::open(&path).map_err(|e| Error::Open { path: path.clone(), reason: e.to_string() })?;
+        Self::init(conn, Location::File(path))
+    }
+
+    /// Opens a new, empty in-memory database.
+    ///
+    /// # Errors
+    /// [`Error::Db`] if DuckDB cannot start.
+    pub fn open_in_memory() -> Result<Store> {
+        let conn = Connection::open_in_memory().map_err(Error::db("opening an in-memory database"))?;
+        Self::init(conn, Location::Memory)
+    }
+
+    /// Opens `location`.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open) and [`open_in_memory`](Self::open_in_memory).
+    pub fn open_location(location: &Location) -> Result<Store> {
+        match location {
+            Location::Memory => Self::open_in_memory(),
+            Location::File(p) => Self::open(p),
+        }
+    }
+
+    /// Another handle on the same database, with its own connection.
+    ///
+    /// # Errors
+    /// [`Error::Db`] if DuckDB refuses a new connection.
+    pub fn try_clone(&self) -> Result<Store> {
+        let conn = self.conn().try_clone().map_err(Error::db("opening another connection"))?;
+        Ok(Store { conn: Mutex::new(conn), location: self.location.clone() })
+    }
+
+    /// Where the data lives.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The schema version of the database.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub fn schema_version(&self) -> Result<i64> {
+        current_version(&self.conn())
+    }
+
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves nothing half-done in DuckDB.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn init(conn: Connection, location: Location) -> Result<Store> {
+        let reading = Error::db("reading the schema version");
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS cdktr_schema_version (version BIGINT NOT NULL, applied_at_ms BIGINT NOT NULL)",
+        )
+        .map_err(reading)?;
+        let found = current_version(&conn)?;
+        if found > SCHEMA_VERSION {
+            return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+            let applied = chrono_now_ms();
+            let batch = format!(
+                "BEGIN TRANSACTION; {sql}; INSERT INTO cdktr_schema_version VALUES ({version}, {applied}); COMMIT;"
+            );
+            if let Err(e) = conn.execute_batch(&batch) {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(Error::Db { op: "creating the schema", source: e });
+            }
+        }
+        Ok(Store { conn: Mutex::new(conn), location })
+    }
+}
+
+fn current_version(conn: &Connection) -> Result<i64> {
+    conn.query_row("SELECT coalesce(max(version), 0) FROM cdktr_schema_version", [], |r| r.get(0))
+        .map_err(Error::db("reading the schema version"))
+}
+
+pub(crate) fn chrono_now_ms() -> i64 {
+    cdktr_log::message::now_ms()
+}
