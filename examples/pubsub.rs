@@ -13,10 +13,18 @@ use std::time::Duration;
 use cdktr_logs::{BusConfig, LogManager, LogPublisher, LogSubscriber, TaskContext};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = BusConfig { host: "127.0.0.1".into(), listening_port: 0, publishing_port: 0 };
+    let config = BusConfig {
+        host: "127.0.0.1".into(),
+        listening_port: 0,
+        publishing_port: 0,
+    };
     let (sink, persisted) = crossbeam_channel::bounded(10_000);
     let manager = LogManager::builder(&config).sink(sink).start()?;
-    println!("manager: agents push to {}, subscribers read {}", manager.listening_endpoint(), manager.publishing_endpoint());
+    println!(
+        "manager: agents push to {}, subscribers read {}",
+        manager.listening_endpoint(),
+        manager.publishing_endpoint()
+    );
 
     let mut watcher = LogSubscriber::builder(manager.config()).workflow("etl").connect()?;
     let publisher = LogPublisher::connect(manager.config())?;
@@ -37,14 +45,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
     }
-    println!("watcher joined: {}", heard.ok_or("the watcher never joined")?.message.display());
+    println!(
+        "watcher joined: {}",
+        heard.ok_or("the watcher never joined")?.message.display()
+    );
 
     log.info("extracting rows")?;
     log.warn("row 7 has no id; skipped")?;
     log.info("extracted 10 rows")?;
     let mut live = 0;
     while live < 3 {
-        let env = watcher.recv_timeout(Duration::from_secs(10))?.ok_or("live line missing")?;
+        let env = watcher
+            .recv_timeout(Duration::from_secs(10))?
+            .ok_or("live line missing")?;
         if env.message.payload != "hello" {
             println!("live: {}", env.message.display());
             live += 1;

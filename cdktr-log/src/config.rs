@@ -23,7 +23,11 @@ pub struct BusConfig {
 
 impl Default for BusConfig {
     fn default() -> Self {
-        BusConfig { host: "127.0.0.1".into(), listening_port: 5562, publishing_port: 5563 }
+        BusConfig {
+            host: "127.0.0.1".into(),
+            listening_port: 5562,
+            publishing_port: 5563,
+        }
     }
 }
 
@@ -44,7 +48,11 @@ impl BusConfig {
         let mut c = BusConfig::default();
         if let Some(h) = get(ENV_HOST) {
             if h.trim().is_empty() {
-                return Err(Error::InvalidEnv { var: ENV_HOST, value: h, reason: "empty host" });
+                return Err(Error::InvalidEnv {
+                    var: ENV_HOST,
+                    value: h,
+                    reason: "empty host",
+                });
             }
             c.host = h.trim().to_owned();
         }
@@ -99,8 +107,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| m.get(k).cloned()
     }
 
@@ -119,7 +126,14 @@ mod tests {
             (ENV_PUBLISHING_PORT, " 7001 "),
         ]))
         .unwrap();
-        assert_eq!(c, BusConfig { host: "10.0.0.7".into(), listening_port: 7000, publishing_port: 7001 });
+        assert_eq!(
+            c,
+            BusConfig {
+                host: "10.0.0.7".into(),
+                listening_port: 7000,
+                publishing_port: 7001
+            }
+        );
     }
 
     #[test]
@@ -133,7 +147,10 @@ mod tests {
             (ENV_HOST, " "),
         ] {
             let err = BusConfig::from_lookup(lookup(&[(var, value)])).unwrap_err();
-            assert!(matches!(err, Error::InvalidEnv { var: v, .. } if v == var), "{var}={value:?}");
+            assert!(
+                matches!(err, Error::InvalidEnv { var: v, .. } if v == var),
+                "{var}={value:?}"
+            );
             assert!(err.to_string().contains(var), "{err}");
         }
     }

@@ -137,7 +137,10 @@ impl ManagerBuilder {
         let worker = std::thread::Builder::new()
             .name("cdktr-log-manager".into())
             .spawn(move || worker.run())
-            .map_err(|source| Error::Spawn { name: "log manager", source })?;
+            .map_err(|source| Error::Spawn {
+                name: "log manager",
+                source,
+            })?;
         Ok(LogManager {
             config,
             listening_endpoint,
@@ -216,7 +219,10 @@ impl Drop for LogManager {
 }
 
 fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<String> {
-    socket.bind(endpoint).map_err(|source| Error::Bind { endpoint: endpoint.to_owned(), source })?;
+    socket.bind(endpoint).map_err(|source| Error::Bind {
+        endpoint: endpoint.to_owned(),
+        source,
+    })?;
     match socket.get_last_endpoint() {
         Ok(Ok(e)) => Ok(e),
         _ => Ok(endpoint.to_owned()),
@@ -289,7 +295,11 @@ impl Forwarder {
             count += 1;
             more = frame.get_more();
         }
-        let decoded = if count == 2 { wire::decode_pair(topic, body, self.max) } else { Err(Error::Frames(count)) };
+        let decoded = if count == 2 {
+            wire::decode_pair(topic, body, self.max)
+        } else {
+            Err(Error::Frames(count))
+        };
         match decoded {
             Ok(env) => {
                 let t = std::mem::replace(topic, zmq::Message::new());
@@ -313,7 +323,11 @@ impl Forwarder {
         let n = self.sinks.len();
         let mut env = Some(env);
         for i in 0..n {
-            let item = if i + 1 == n { env.take().expect("moved once") } else { env.clone().expect("present") };
+            let item = if i + 1 == n {
+                env.take().expect("moved once")
+            } else {
+                env.clone().expect("present")
+            };
             match self.sinks[i].try_send(item) {
                 Ok(()) => {}
                 Err(TrySendError::Full(item)) => self.wait_for_sink(i, item),
@@ -346,15 +360,24 @@ impl Forwarder {
     fn sink_gone(&mut self) {
         self.stats.sink_lost += 1;
         if self.stats.sink_lost == 1 || self.stats.sink_lost.is_power_of_two() {
-            log::error!("log manager: a sink has gone; {} message(s) not delivered to it", self.stats.sink_lost);
+            log::error!(
+                "log manager: a sink has gone; {} message(s) not delivered to it",
+                self.stats.sink_lost
+            );
         }
     }
 
     fn warn_reject(&mut self, e: &Error) {
         let now = Instant::now();
-        if self.last_reject_warning.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(5)) {
+        if self
+            .last_reject_warning
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(5))
+        {
             self.last_reject_warning = Some(now);
-            log::warn!("log manager: rejected a malformed message ({} so far): {e}", self.stats.rejected);
+            log::warn!(
+                "log manager: rejected a malformed message ({} so far): {e}",
+                self.stats.rejected
+            );
         }
     }
 
@@ -364,6 +387,7 @@ impl Forwarder {
         c.forwarded.store(self.stats.forwarded, Relaxed);
         c.rejected.store(self.stats.rejected, Relaxed);
         c.sink_lost.store(self.stats.sink_lost, Relaxed);
-        c.sink_blocked_ns.store(self.stats.sink_blocked.as_nanos() as u64, Relaxed);
+        c.sink_blocked_ns
+            .store(self.stats.sink_blocked.as_nanos() as u64, Relaxed);
     }
 }

@@ -103,7 +103,12 @@ pub struct PublisherBuilder {
 
 enum Command {
     Publish(LogMessage),
-    Task { ctx: Arc<TaskContext>, level: Level, timestamp_ms: i64, payload: String },
+    Task {
+        ctx: Arc<TaskContext>,
+        level: Level,
+        timestamp_ms: i64,
+        payload: String,
+    },
     Flush(Sender<()>),
     Shutdown(Instant),
 }
@@ -158,11 +163,19 @@ impl PublisherBuilder {
         let socket = ctx.socket(zmq::PUSH).map_err(Error::zmq("create a PUSH socket"))?;
         socket.set_sndhwm(self.send_hwm).map_err(Error::zmq("set SNDHWM"))?;
         // Notice a dead principal even when no RST arrives.
-        socket.set_heartbeat_ivl(1_000).map_err(Error::zmq("set HEARTBEAT_IVL"))?;
-        socket.set_heartbeat_timeout(3_000).map_err(Error::zmq("set HEARTBEAT_TIMEOUT"))?;
-        socket.set_reconnect_ivl_max(1_000).map_err(Error::zmq("set RECONNECT_IVL_MAX"))?;
+        socket
+            .set_heartbeat_ivl(1_000)
+            .map_err(Error::zmq("set HEARTBEAT_IVL"))?;
+        socket
+            .set_heartbeat_timeout(3_000)
+            .map_err(Error::zmq("set HEARTBEAT_TIMEOUT"))?;
+        socket
+            .set_reconnect_ivl_max(1_000)
+            .map_err(Error::zmq("set RECONNECT_IVL_MAX"))?;
         let endpoint = self.config.listening_endpoint();
-        socket.connect(&endpoint).map_err(|source| Error::Connect { endpoint, source })?;
+        socket
+            .connect(&endpoint)
+            .map_err(|source| Error::Connect { endpoint, source })?;
 
         let publisher_id: Arc<str> = self.publisher_id.unwrap_or_else(random_id).into();
         let (tx, rx) = bounded(self.queue);
@@ -185,7 +198,10 @@ impl PublisherBuilder {
         let worker = std::thread::Builder::new()
             .name("cdktr-log-publisher".into())
             .spawn(move || worker.run())
-            .map_err(|source| Error::Spawn { name: "publisher", source })?;
+            .map_err(|source| Error::Spawn {
+                name: "publisher",
+                source,
+            })?;
         Ok(LogPublisher {
             tx,
             counters,
@@ -230,7 +246,10 @@ impl LogPublisher {
 
     /// A logger for one task's lines.
     pub fn task_logger(&self, ctx: TaskContext) -> TaskLogger {
-        TaskLogger { tx: self.tx.clone(), ctx: Arc::new(ctx) }
+        TaskLogger {
+            tx: self.tx.clone(),
+            ctx: Arc::new(ctx),
+        }
     }
 
     /// Waits until everything published before this call has been handed to
@@ -310,7 +329,12 @@ impl TaskLogger {
     /// # Errors
     /// [`Error::Closed`] if the publisher has shut down.
     pub fn log_at(&self, level: Level, timestamp_ms: i64, payload: impl Into<String>) -> Result<()> {
-        let cmd = Command::Task { ctx: self.ctx.clone(), level, timestamp_ms, payload: payload.into() };
+        let cmd = Command::Task {
+            ctx: self.ctx.clone(),
+            level,
+            timestamp_ms,
+            payload: payload.into(),
+        };
         send(&self.tx, cmd)
     }
 
@@ -429,7 +453,12 @@ impl Worker {
     fn handle(&mut self, cmd: Command, deadline: &mut Option<Instant>) {
         match cmd {
             Command::Publish(m) => self.accept((&m).into()),
-            Command::Task { ctx, level, timestamp_ms, payload } => self.accept(Fields {
+            Command::Task {
+                ctx,
+                level,
+                timestamp_ms,
+                payload,
+            } => self.accept(Fields {
                 workflow_id: &ctx.workflow_id,
                 workflow_name: &ctx.workflow_name,
                 workflow_instance_id: &ctx.workflow_instance_id,
@@ -462,7 +491,11 @@ impl Worker {
         let mut frames = Vec::with_capacity(size);
         frames.extend_from_slice(&self.topic);
         frames.extend_from_slice(&self.body);
-        self.buffer.push_back(Pending { seq: self.seq, frames, split: self.topic.len() });
+        self.buffer.push_back(Pending {
+            seq: self.seq,
+            frames,
+            split: self.topic.len(),
+        });
         self.stats.buffered += 1;
         self.stats.buffered_bytes += size as u64;
     }
@@ -500,7 +533,10 @@ impl Worker {
 
     fn warn_drop(&mut self, why: &str) {
         let now = Instant::now();
-        if self.last_drop_warning.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(5)) {
+        if self
+            .last_drop_warning
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(5))
+        {
             self.last_drop_warning = Some(now);
             log::warn!(
                 "log publisher {}: {why}, {} message(s) dropped so far",
@@ -556,7 +592,12 @@ fn try_send(socket: &zmq::Socket, topic: &[u8], body: &[u8]) -> bool {
 fn random_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     h.write_u32(std::process::id());
     format!("pub-{}-{:016x}", std::process::id(), h.finish())
 }

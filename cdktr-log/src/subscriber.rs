@@ -71,9 +71,13 @@ impl SubscriberBuilder {
         socket.set_rcvhwm(self.rcv_hwm).map_err(Error::zmq("set RCVHWM"))?;
         socket.set_linger(0).map_err(Error::zmq("set LINGER"))?;
         let hard_limit = i64::try_from(self.max_message_bytes.saturating_mul(2)).unwrap_or(i64::MAX);
-        socket.set_maxmsgsize(hard_limit).map_err(Error::zmq("set MAXMSGSIZE"))?;
+        socket
+            .set_maxmsgsize(hard_limit)
+            .map_err(Error::zmq("set MAXMSGSIZE"))?;
         let endpoint = self.config.publishing_endpoint();
-        socket.connect(&endpoint).map_err(|source| Error::Connect { endpoint, source })?;
+        socket
+            .connect(&endpoint)
+            .map_err(|source| Error::Connect { endpoint, source })?;
         let mut sub = LogSubscriber {
             socket,
             _ctx: ctx,
@@ -118,7 +122,9 @@ impl LogSubscriber {
     /// [`Error::Zmq`] if the socket refuses the subscription.
     pub fn subscribe(&mut self, workflow_id: &str) -> Result<()> {
         if self.workflows.insert(workflow_id.to_owned()) {
-            self.socket.set_subscribe(&wire::topic(workflow_id)).map_err(Error::zmq("subscribe"))?;
+            self.socket
+                .set_subscribe(&wire::topic(workflow_id))
+                .map_err(Error::zmq("subscribe"))?;
         }
         Ok(())
     }
@@ -129,7 +135,9 @@ impl LogSubscriber {
     /// [`Error::Zmq`] if the socket refuses.
     pub fn unsubscribe(&mut self, workflow_id: &str) -> Result<()> {
         if self.workflows.remove(workflow_id) {
-            self.socket.set_unsubscribe(&wire::topic(workflow_id)).map_err(Error::zmq("unsubscribe"))?;
+            self.socket
+                .set_unsubscribe(&wire::topic(workflow_id))
+                .map_err(Error::zmq("unsubscribe"))?;
         }
         Ok(())
     }
@@ -183,7 +191,12 @@ impl LogSubscriber {
             match self.socket.recv(topic, zmq::DONTWAIT) {
                 Ok(()) => {}
                 Err(zmq::Error::EAGAIN) => return Ok(None),
-                Err(e) => return Err(Error::Zmq { op: "receive", source: e }),
+                Err(e) => {
+                    return Err(Error::Zmq {
+                        op: "receive",
+                        source: e,
+                    })
+                }
             }
             let mut count = 1;
             let mut more = topic.get_more();
@@ -193,7 +206,11 @@ impl LogSubscriber {
                 count += 1;
                 more = frame.get_more();
             }
-            let decoded = if count == 2 { wire::decode_pair(topic, body, self.max) } else { Err(Error::Frames(count)) };
+            let decoded = if count == 2 {
+                wire::decode_pair(topic, body, self.max)
+            } else {
+                Err(Error::Frames(count))
+            };
             match decoded {
                 Ok(env) if self.workflows.is_empty() || self.workflows.contains(&env.message.workflow_id) => {
                     return Ok(Some(env))

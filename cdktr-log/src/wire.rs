@@ -171,7 +171,10 @@ pub(crate) fn decode_pair(topic: &[u8], body: &[u8], max_message_bytes: usize) -
 /// for another format version; [`Error::ZeroSequence`] for `seq` 0.
 pub fn decode_body(body: &[u8], max_message_bytes: usize) -> Result<Envelope> {
     if body.len() > max_message_bytes {
-        return Err(Error::Oversize { len: body.len(), max: max_message_bytes });
+        return Err(Error::Oversize {
+            len: body.len(),
+            max: max_message_bytes,
+        });
     }
     // A struct also deserializes from an array; the format says map.
     match body.first() {
@@ -192,7 +195,9 @@ pub fn decode_body(body: &[u8], max_message_bytes: usize) -> Result<Envelope> {
         return Err(Error::ZeroSequence);
     }
     let level = b.level.ok_or_else(|| missing("level"))?;
-    let level: Level = level.parse().map_err(|_| Error::Body(format!("unknown level {level:?}")))?;
+    let level: Level = level
+        .parse()
+        .map_err(|_| Error::Body(format!("unknown level {level:?}")))?;
     let s = |v: Option<&str>, name: &'static str| v.map(str::to_owned).ok_or_else(|| missing(name));
     Ok(Envelope {
         publisher_id: s(b.publisher_id, "publisher_id")?,
@@ -244,7 +249,14 @@ mod tests {
         let (t, b) = frames(&m, 7);
         assert_eq!(t, b"etl\0");
         let env = decode(&[&t, &b], DEFAULT_MAX_MESSAGE_BYTES).unwrap();
-        assert_eq!(env, Envelope { publisher_id: "p1".into(), seq: 7, message: m });
+        assert_eq!(
+            env,
+            Envelope {
+                publisher_id: "p1".into(),
+                seq: 7,
+                message: m
+            }
+        );
     }
 
     #[test]
@@ -295,7 +307,10 @@ mod tests {
         assert!(matches!(decode(&[], 1024), Err(Error::Frames(0))));
         assert!(matches!(decode(&[b"w\0"], 1024), Err(Error::Frames(1))));
         assert!(matches!(decode(&[b"w\0", &good, b""], 1024), Err(Error::Frames(3))));
-        assert!(matches!(decode(&[b"w\0", &good], 10), Err(Error::Oversize { max: 10, .. })));
+        assert!(matches!(
+            decode(&[b"w\0", &good], 10),
+            Err(Error::Oversize { max: 10, .. })
+        ));
         assert!(matches!(decode(&[b"w", &good], 1024), Err(Error::TopicMismatch)));
         assert!(matches!(decode(&[b"w\0x", &good], 1024), Err(Error::TopicMismatch)));
         assert!(matches!(decode(&[b"v\0", &good], 1024), Err(Error::TopicMismatch)));
@@ -310,9 +325,23 @@ mod tests {
             j.as_object_mut().unwrap().remove(k);
             body_from_json(j)
         };
-        assert!(matches!(decode_body(&with("v", 2.into()), 1024), Err(Error::Version(2))));
-        assert!(matches!(decode_body(&with("seq", 0.into()), 1024), Err(Error::ZeroSequence)));
-        for k in ["v", "seq", "payload", "level", "timestamp_ms", "workflow_id", "publisher_id"] {
+        assert!(matches!(
+            decode_body(&with("v", 2.into()), 1024),
+            Err(Error::Version(2))
+        ));
+        assert!(matches!(
+            decode_body(&with("seq", 0.into()), 1024),
+            Err(Error::ZeroSequence)
+        ));
+        for k in [
+            "v",
+            "seq",
+            "payload",
+            "level",
+            "timestamp_ms",
+            "workflow_id",
+            "publisher_id",
+        ] {
             let e = decode_body(&without(k), 1024).unwrap_err();
             assert!(matches!(&e, Error::Body(s) if s.contains(k)), "{k}: {e}");
         }
@@ -324,7 +353,10 @@ mod tests {
             ("level", serde_json::json!("loud")),
             ("workflow_id", serde_json::json!(["a"])),
         ] {
-            assert!(matches!(decode_body(&with(k, v.clone()), 1024), Err(Error::Body(_))), "{k}={v}");
+            assert!(
+                matches!(decode_body(&with(k, v.clone()), 1024), Err(Error::Body(_))),
+                "{k}={v}"
+            );
         }
         // An array is not a map, even with the right values in order.
         let arr = rmp_serde::to_vec(&(1, "p", 1, "w", "n", "i", "t", "ti", 5, "INFO", "x")).unwrap();

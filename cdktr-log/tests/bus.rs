@@ -9,11 +9,19 @@ use crossbeam_channel::{bounded, Receiver};
 const WAIT: Duration = Duration::from_secs(30);
 
 fn any_ports() -> BusConfig {
-    BusConfig { host: "127.0.0.1".into(), listening_port: 0, publishing_port: 0 }
+    BusConfig {
+        host: "127.0.0.1".into(),
+        listening_port: 0,
+        publishing_port: 0,
+    }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start(config: &BusConfig, sink_capacity: usize) -> (LogManager, Receiver<Envelope>) {
@@ -83,7 +91,10 @@ fn join(sub: &mut LogSubscriber, publisher: &LogPublisher, workflow_id: &str) {
 #[test]
 fn every_field_round_trips_through_manager_to_subscriber_and_sink() {
     let (manager, sink) = start(&any_ports(), 100_000);
-    let publisher = LogPublisher::builder(manager.config()).publisher_id("agent-7").start().unwrap();
+    let publisher = LogPublisher::builder(manager.config())
+        .publisher_id("agent-7")
+        .start()
+        .unwrap();
     let mut sub = LogSubscriber::all(manager.config()).unwrap();
     join(&mut sub, &publisher, "probe");
     // The sink sees every probe and the marker, in order.
@@ -113,14 +124,29 @@ fn every_field_round_trips_through_manager_to_subscriber_and_sink() {
         level: Level::Error,
         payload: "línea\r\n\t'\"; DROP TABLE logstore; --".into(),
     };
-    let big = LogMessage { payload: "x".repeat(1 << 20), level: Level::Warn, timestamp_ms: i64::MAX, ..msg("big", "") };
-    let sent = vec![empty, unicode, big, LogMessage { level: Level::Debug, ..msg("etl", "ok") }];
+    let big = LogMessage {
+        payload: "x".repeat(1 << 20),
+        level: Level::Warn,
+        timestamp_ms: i64::MAX,
+        ..msg("big", "")
+    };
+    let sent = vec![
+        empty,
+        unicode,
+        big,
+        LogMessage {
+            level: Level::Debug,
+            ..msg("etl", "ok")
+        },
+    ];
     for m in &sent {
         publisher.publish(m.clone()).unwrap();
     }
 
     let via_sink = take(&sink, sent.len());
-    let via_sub: Vec<_> = (0..sent.len()).map(|_| sub.recv_timeout(WAIT).unwrap().expect("live message")).collect();
+    let via_sub: Vec<_> = (0..sent.len())
+        .map(|_| sub.recv_timeout(WAIT).unwrap().expect("live message"))
+        .collect();
     for got in [via_sink, via_sub] {
         let messages: Vec<_> = got.iter().map(|e| e.message.clone()).collect();
         assert_eq!(messages, sent);
@@ -130,19 +156,35 @@ fn every_field_round_trips_through_manager_to_subscriber_and_sink() {
         }
     }
     let stats = publisher.shutdown().unwrap();
-    assert_eq!((stats.published, stats.sent, stats.dropped), ((probes + 4) as u64, (probes + 4) as u64, 0));
+    assert_eq!(
+        (stats.published, stats.sent, stats.dropped),
+        ((probes + 4) as u64, (probes + 4) as u64, 0)
+    );
     let m = manager.shutdown().unwrap();
-    assert_eq!((m.received, m.forwarded, m.rejected), ((probes + 4) as u64, (probes + 4) as u64, 0));
+    assert_eq!(
+        (m.received, m.forwarded, m.rejected),
+        ((probes + 4) as u64, (probes + 4) as u64, 0)
+    );
 }
 
 #[test]
 fn subscriptions_match_workflow_ids_exactly() {
     let (manager, _sink) = start(&any_ports(), 1_000_000);
     let publisher = LogPublisher::connect(manager.config()).unwrap();
-    let mut etl = LogSubscriber::builder(manager.config()).workflow("etl").connect().unwrap();
-    let mut two = LogSubscriber::builder(manager.config()).workflow("etl").workflow("load").connect().unwrap();
+    let mut etl = LogSubscriber::builder(manager.config())
+        .workflow("etl")
+        .connect()
+        .unwrap();
+    let mut two = LogSubscriber::builder(manager.config())
+        .workflow("etl")
+        .workflow("load")
+        .connect()
+        .unwrap();
     let mut all = LogSubscriber::all(manager.config()).unwrap();
-    let mut nul = LogSubscriber::builder(manager.config()).workflow("a").connect().unwrap();
+    let mut nul = LogSubscriber::builder(manager.config())
+        .workflow("a")
+        .connect()
+        .unwrap();
     join(&mut etl, &publisher, "etl");
     join(&mut two, &publisher, "load");
     join(&mut all, &publisher, "zzz");
@@ -172,7 +214,10 @@ fn subscriptions_match_workflow_ids_exactly() {
         got
     };
     assert_eq!(drain(&mut etl, 1), HashMap::from([("etl".to_string(), 50)]));
-    assert_eq!(drain(&mut two, 2), HashMap::from([("etl".to_string(), 50), ("load".to_string(), 50)]));
+    assert_eq!(
+        drain(&mut two, 2),
+        HashMap::from([("etl".to_string(), 50), ("load".to_string(), 50)])
+    );
     let every = drain(&mut all, 3);
     assert_eq!(every.len(), ids.len());
     assert!(every.values().all(|&n| n == 50), "{every:?}");
@@ -190,9 +235,14 @@ fn eight_concurrent_publishers_arrive_complete_and_in_order() {
         .map(|p| {
             let config = config.clone();
             std::thread::spawn(move || {
-                let publisher = LogPublisher::builder(&config).publisher_id(format!("p{p}")).start().unwrap();
+                let publisher = LogPublisher::builder(&config)
+                    .publisher_id(format!("p{p}"))
+                    .start()
+                    .unwrap();
                 for i in 0..EACH {
-                    publisher.publish(msg(&format!("wf{}", p % 3), format!("{p}:{i}"))).unwrap();
+                    publisher
+                        .publish(msg(&format!("wf{}", p % 3), format!("{p}:{i}")))
+                        .unwrap();
                 }
                 publisher.shutdown().unwrap()
             })
@@ -221,7 +271,11 @@ fn eight_concurrent_publishers_arrive_complete_and_in_order() {
 
 #[test]
 fn messages_published_before_the_manager_starts_arrive() {
-    let config = BusConfig { host: "127.0.0.1".into(), listening_port: free_port(), publishing_port: free_port() };
+    let config = BusConfig {
+        host: "127.0.0.1".into(),
+        listening_port: free_port(),
+        publishing_port: free_port(),
+    };
     let publisher = LogPublisher::connect(&config).unwrap();
     for i in 0..500 {
         publisher.publish(msg("early", i.to_string())).unwrap();
@@ -255,7 +309,9 @@ fn the_publisher_reconnects_after_a_manager_restart() {
     let mut after = Vec::new();
     let end = Instant::now() + WAIT;
     while after.len() < 1000 {
-        let e = sink.recv_deadline(end).expect("messages published after the restart arrive");
+        let e = sink
+            .recv_deadline(end)
+            .expect("messages published after the restart arrive");
         if let Some(i) = e.message.payload.strip_prefix("after ") {
             after.push(i.parse::<usize>().unwrap());
         }
@@ -269,7 +325,11 @@ fn the_publisher_reconnects_after_a_manager_restart() {
 fn malformed_messages_are_counted_and_dropped_while_valid_ones_flow() {
     const MAX: usize = 64 << 10;
     let (tx, sink) = bounded(100_000);
-    let manager = LogManager::builder(&any_ports()).max_message_bytes(MAX).sink(tx).start().unwrap();
+    let manager = LogManager::builder(&any_ports())
+        .max_message_bytes(MAX)
+        .sink(tx)
+        .start()
+        .unwrap();
     let ctx = zmq::Context::new();
     let raw = ctx.socket(zmq::PUSH).unwrap();
     raw.connect(manager.listening_endpoint()).unwrap();
@@ -325,8 +385,15 @@ fn malformed_messages_are_counted_and_dropped_while_valid_ones_flow() {
     raw.send_multipart(valid(seq), 0).unwrap();
 
     let got = take(&sink, seq as usize);
-    assert!(got.iter().enumerate().all(|(i, e)| e.seq == i as u64 + 1 && e.publisher_id == "raw"));
-    assert!(wait_until(|| manager.stats().rejected == bad), "rejected {} of {bad}", manager.stats().rejected);
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.seq == i as u64 + 1 && e.publisher_id == "raw"));
+    assert!(
+        wait_until(|| manager.stats().rejected == bad),
+        "rejected {} of {bad}",
+        manager.stats().rejected
+    );
     let stats = manager.stats();
     assert_eq!(stats.received, seq + bad);
     assert_eq!(stats.forwarded, seq);
@@ -335,7 +402,9 @@ fn malformed_messages_are_counted_and_dropped_while_valid_ones_flow() {
     // drop that peer; nobody else is affected and the manager carries on.
     let hostile = ctx.socket(zmq::PUSH).unwrap();
     hostile.connect(manager.listening_endpoint()).unwrap();
-    hostile.send_multipart(vec![b"wf\0".to_vec(), vec![0u8; 2 * MAX + 1]], 0).unwrap();
+    hostile
+        .send_multipart(vec![b"wf\0".to_vec(), vec![0u8; 2 * MAX + 1]], 0)
+        .unwrap();
     let publisher = LogPublisher::connect(manager.config()).unwrap();
     join(&mut live, &publisher, "after");
     assert!(live.rejected() == 0);
@@ -345,8 +414,15 @@ fn malformed_messages_are_counted_and_dropped_while_valid_ones_flow() {
 #[test]
 fn a_subscriber_that_never_reads_does_not_hold_up_the_sink() {
     let (tx, sink) = bounded(1_000_000);
-    let manager = LogManager::builder(&any_ports()).subscriber_hwm(100).sink(tx).start().unwrap();
-    let stalled = LogSubscriber::builder(manager.config()).receive_hwm(100).connect().unwrap();
+    let manager = LogManager::builder(&any_ports())
+        .subscriber_hwm(100)
+        .sink(tx)
+        .start()
+        .unwrap();
+    let stalled = LogSubscriber::builder(manager.config())
+        .receive_hwm(100)
+        .connect()
+        .unwrap();
     let publisher = LogPublisher::connect(manager.config()).unwrap();
     let payload = "y".repeat(1000);
     for _ in 0..50_000 {
@@ -381,7 +457,11 @@ fn a_slow_sink_gets_everything_through_back_pressure() {
 
 #[test]
 fn an_unreachable_principal_fills_the_buffer_then_drops_are_counted_never_silent() {
-    let config = BusConfig { host: "127.0.0.1".into(), listening_port: free_port(), publishing_port: free_port() };
+    let config = BusConfig {
+        host: "127.0.0.1".into(),
+        listening_port: free_port(),
+        publishing_port: free_port(),
+    };
     let publisher = LogPublisher::builder(&config).buffer_bytes(200_000).start().unwrap();
     let payload = "z".repeat(1_000);
     const N: u64 = 20_000;
@@ -393,7 +473,10 @@ fn an_unreachable_principal_fills_the_buffer_then_drops_are_counted_never_silent
     assert!(s.dropped > 0, "{s:?}");
     assert!(s.buffered_bytes <= 200_000, "{s:?}");
     assert_eq!(s.sent + s.buffered + s.dropped, N, "{s:?}");
-    assert!(matches!(publisher.flush(Duration::from_millis(50)), Err(cdktr_log::Error::FlushTimeout(_))));
+    assert!(matches!(
+        publisher.flush(Duration::from_millis(50)),
+        Err(cdktr_log::Error::FlushTimeout(_))
+    ));
 
     // When the principal appears, everything kept is delivered, in order.
     let (manager, sink) = start(&config, 1_000_000);
@@ -411,8 +494,16 @@ fn an_unreachable_principal_fills_the_buffer_then_drops_are_counted_never_silent
 fn a_port_in_use_is_a_bind_error_naming_the_endpoint() {
     let (manager, _sink) = start(&any_ports(), 10);
     let taken = manager.config().clone();
-    let err = LogManager::builder(&BusConfig { publishing_port: 0, ..taken.clone() }).start().err().unwrap();
-    assert!(matches!(&err, cdktr_log::Error::Bind { endpoint, .. } if endpoint.ends_with(&taken.listening_port.to_string())));
+    let err = LogManager::builder(&BusConfig {
+        publishing_port: 0,
+        ..taken.clone()
+    })
+    .start()
+    .err()
+    .unwrap();
+    assert!(
+        matches!(&err, cdktr_log::Error::Bind { endpoint, .. } if endpoint.ends_with(&taken.listening_port.to_string()))
+    );
     assert!(err.to_string().contains("in use"), "{err}");
 }
 
@@ -435,14 +526,32 @@ fn task_loggers_fill_in_the_context_and_fail_once_closed() {
     log.warn("d").unwrap();
     log.error("e").unwrap();
     let from_thread = log.clone();
-    std::thread::spawn(move || from_thread.log_at(Level::Info, 42, "f").unwrap()).join().unwrap();
+    std::thread::spawn(move || from_thread.log_at(Level::Info, 42, "f").unwrap())
+        .join()
+        .unwrap();
     let got = take(&sink, 6);
     let levels: Vec<_> = got.iter().map(|e| e.message.level).collect();
-    assert_eq!(levels, [Level::Trace, Level::Debug, Level::Info, Level::Warn, Level::Error, Level::Info]);
+    assert_eq!(
+        levels,
+        [
+            Level::Trace,
+            Level::Debug,
+            Level::Info,
+            Level::Warn,
+            Level::Error,
+            Level::Info
+        ]
+    );
     for e in &got {
         let m = &e.message;
         assert_eq!(
-            (&*m.workflow_id, &*m.workflow_name, &*m.workflow_instance_id, &*m.task_name, &*m.task_instance_id),
+            (
+                &*m.workflow_id,
+                &*m.workflow_name,
+                &*m.workflow_instance_id,
+                &*m.task_name,
+                &*m.task_instance_id
+            ),
             ("wf", "Workflow", "wf-9", "t", "t-3")
         );
     }

@@ -43,7 +43,9 @@ pub const ENV_DB_PATH: &str = "CDKTR_DB_PATH";
 
 /// The default database file: `$HOME/.cdktr/app.db`.
 pub fn default_db_path() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cdktr").join("app.db")
 }
 
@@ -98,7 +100,11 @@ impl PrincipalBuilder {
         let store = Store::open_location(&self.database)?;
         let persister = Persister::start(&store, self.persister)?;
         let manager = LogManager::builder(&self.bus).sink(persister.sender()).start()?;
-        Ok(Principal { store, persister, manager })
+        Ok(Principal {
+            store,
+            persister,
+            manager,
+        })
     }
 }
 
@@ -148,10 +154,35 @@ impl Principal {
         &self.persister
     }
 
+    /// Runs a log query that sees every line the persister has received,
+    /// written or not: pending lines are flushed first (a no-op when none
+    /// are pending). This is how a line is queryable within a moment of its
+    /// arrival although batches are otherwise written every 30 s; frequent
+    /// queries only make the batches smaller.
+    ///
+    /// If the database is failing writes, the query still runs and sees
+    /// what is written; the pending lines stay pending and are retried.
+    ///
+    /// # Errors
+    /// [`Error::Store`] for an invalid query or a failing read.
+    pub fn query_logs(&self, query: &cdktr_store::LogQuery) -> Result<Vec<cdktr_log::LogMessage>> {
+        if self.persister.stats().pending > 0 || !self.persister.sender().is_empty() {
+            if let Err(e) = self.persister.flush_now(Duration::from_secs(10)) {
+                log::warn!("query: pending lines could not be written first: {e}");
+            }
+        }
+        Ok(self.store.query_logs(query)?)
+    }
+
     /// Counters as of now.
     pub fn summary(&self) -> Summary {
         let (m, p) = (self.manager.stats(), self.persister.stats());
-        Summary { received: m.received, rejected: m.rejected, persisted: p.persisted, duplicates: p.duplicates }
+        Summary {
+            received: m.received,
+            rejected: m.rejected,
+            persisted: p.persisted,
+            duplicates: p.duplicates,
+        }
     }
 
     /// Stops accepting, forwards and persists everything accepted, and
@@ -160,10 +191,19 @@ impl Principal {
     /// # Errors
     /// [`Error::Store`] if accepted lines could not be written.
     pub fn shutdown(self) -> Result<Summary> {
-        let Principal { store, persister, manager } = self;
+        let Principal {
+            store,
+            persister,
+            manager,
+        } = self;
         let m = manager.shutdown()?;
         let p = persister.shutdown()?;
         drop(store);
-        Ok(Summary { received: m.received, rejected: m.rejected, persisted: p.persisted, duplicates: p.duplicates })
+        Ok(Summary {
+            received: m.received,
+            rejected: m.rejected,
+            persisted: p.persisted,
+            duplicates: p.duplicates,
+        })
     }
 }

@@ -20,6 +20,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a status line; a closed stdout must not stop a graceful shutdown.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mut db = std::env::var(ENV_DB_PATH).ok();
@@ -33,7 +40,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unexpected argument {other:?} (try --help)").into()),
         }
     }
-    let database = db.as_deref().map_or_else(|| Location::File(default_db_path()), location_from);
+    let database = db
+        .as_deref()
+        .map_or_else(|| Location::File(default_db_path()), location_from);
 
     // Registered before anything starts, so an early signal is not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
@@ -46,17 +55,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         Location::Memory => ":memory:".to_string(),
         Location::File(p) => p.display().to_string(),
     };
-    println!(
+    say(format_args!(
         "cdktr-principal: logs in on {}, out on {}, database {db_name}",
         principal.bus().listening_endpoint(),
         principal.bus().publishing_endpoint()
-    );
+    ));
     let signal = signals.forever().next();
     log::info!("signal {signal:?}: shutting down");
     let s = principal.shutdown()?;
-    println!(
+    say(format_args!(
         "cdktr-principal: stopped; {} received, {} persisted, {} rejected, {} duplicates",
         s.received, s.persisted, s.rejected, s.duplicates
-    );
+    ));
     Ok(())
 }

@@ -8,7 +8,11 @@ use cdktr_log::{BusConfig, Level, LogMessage, LogPublisher, LogSubscriber};
 use cdktr_store::{LogQuery, Store};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn principal(db: &std::path::Path, bus: &BusConfig) -> Command {
@@ -33,7 +37,11 @@ fn started(child: &mut Child) -> BufReader<std::process::ChildStdout> {
 }
 
 fn terminate(child: &mut Child) {
-    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok);
 }
 
@@ -65,7 +73,11 @@ fn line(i: usize) -> LogMessage {
 fn sigterm_persists_every_accepted_line_and_a_restart_keeps_them() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("data/app.db");
-    let bus = BusConfig { host: "127.0.0.1".into(), listening_port: free_port(), publishing_port: free_port() };
+    let bus = BusConfig {
+        host: "127.0.0.1".into(),
+        listening_port: free_port(),
+        publishing_port: free_port(),
+    };
     let mut child = principal(&db, &bus).spawn().unwrap();
     let mut out = started(&mut child);
 
@@ -74,7 +86,12 @@ fn sigterm_persists_every_accepted_line_and_a_restart_keeps_them() {
     let publisher = LogPublisher::connect(&bus).unwrap();
     let mut joined = false;
     for _ in 0..1000 {
-        publisher.publish(LogMessage { payload: "probe".into(), ..line(0) }).unwrap();
+        publisher
+            .publish(LogMessage {
+                payload: "probe".into(),
+                ..line(0)
+            })
+            .unwrap();
         if watcher.recv_timeout(Duration::from_millis(10)).unwrap().is_some() {
             joined = true;
             break;
@@ -102,14 +119,19 @@ fn sigterm_persists_every_accepted_line_and_a_restart_keeps_them() {
     assert!(rest.contains(&format!("{} received", stats.published)), "{rest}");
 
     let store = Store::open(&db).unwrap();
-    let q = LogQuery { payload_contains: Some("line ".into()), limit: Some(1_000_000), ..Default::default() };
+    let q = LogQuery {
+        payload_contains: Some("line ".into()),
+        limit: Some(1_000_000),
+        ..Default::default()
+    };
     let rows = store.query_logs(&q).unwrap();
     assert_eq!(rows.len(), 20_000);
     drop(store);
 
     // A restart on the same file starts cleanly with the data in place.
     let mut again = principal(&db, &bus).spawn().unwrap();
-    started(&mut again);
+    // Dropping its stdout too: a closed pipe must not spoil the shutdown.
+    drop(started(&mut again));
     terminate(&mut again);
     assert!(wait_exit(&mut again).success());
     assert_eq!(Store::open(&db).unwrap().query_logs(&q).unwrap().len(), 20_000);
@@ -129,13 +151,65 @@ fn a_port_in_use_or_a_bad_database_exit_non_zero_with_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use") && err.trim().lines().count() == 1, "{err}");
 
-    let bus = BusConfig { listening_port: free_port(), ..bus };
+    let bus = BusConfig {
+        listening_port: free_port(),
+        ..bus
+    };
     let out = principal(dir.path(), &bus).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("directory") && err.trim().lines().count() == 1, "{err}");
 
-    let out = principal(&dir.path().join("b.db"), &bus).env("CDKTR_LOGS_PUBLISHING_PORT", "70000").output().unwrap();
+    let out = principal(&dir.path().join("b.db"), &bus)
+        .env("CDKTR_LOGS_PUBLISHING_PORT", "70000")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CDKTR_LOGS_PUBLISHING_PORT"));
+}
+
+#[test]
+fn a_line_is_queryable_within_a_second_although_batches_wait_30_seconds() {
+    use cdktr_principal::Principal;
+    let bus = BusConfig {
+        host: "127.0.0.1".into(),
+        listening_port: 0,
+        publishing_port: 0,
+    };
+    let principal = Principal::builder()
+        .bus(bus)
+        .database(cdktr_store::Location::Memory)
+        .flush_interval(Duration::from_secs(30))
+        .start()
+        .unwrap();
+    let publisher = LogPublisher::connect(principal.bus().config()).unwrap();
+    let q = LogQuery {
+        payload_contains: Some("fresh".into()),
+        ..Default::default()
+    };
+    for round in 0..3 {
+        let sent = Instant::now();
+        publisher
+            .publish(LogMessage {
+                payload: format!("fresh {round}"),
+                ..line(0)
+            })
+            .unwrap();
+        loop {
+            let rows = principal.query_logs(&q).unwrap();
+            if rows.len() == round + 1 {
+                break;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(30),
+                "line {round} never became queryable"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The interval has not passed: the line was made queryable by the query itself.
+        assert!(principal.persister().stats().batches as usize == round + 1);
+    }
+    publisher.shutdown().unwrap();
+    let summary = principal.shutdown().unwrap();
+    assert_eq!(summary.persisted, 3);
 }

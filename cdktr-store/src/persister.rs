@@ -133,7 +133,10 @@ impl Persister {
     /// [`Error::Db`] if the connection or the publishers' marks cannot be
     /// read; [`Error::Spawn`].
     pub fn start(store: &Store, config: PersisterConfig) -> Result<Persister> {
-        let conn = store.conn().try_clone().map_err(Error::db("opening the persister's connection"))?;
+        let conn = store
+            .conn()
+            .try_clone()
+            .map_err(Error::db("opening the persister's connection"))?;
         let marks = load_marks(&conn)?;
         let (input, rx) = bounded(config.channel_capacity.max(1));
         let (ctrl, ctrl_rx) = bounded(16);
@@ -154,7 +157,12 @@ impl Persister {
             .name("cdktr-persister".into())
             .spawn(move || worker.run())
             .map_err(Error::Spawn)?;
-        Ok(Persister { input, ctrl, counters, worker: Some(worker) })
+        Ok(Persister {
+            input,
+            ctrl,
+            counters,
+            worker: Some(worker),
+        })
     }
 
     /// The input channel: every message sent here is persisted.
@@ -170,7 +178,9 @@ impl Persister {
     /// [`Error::FlushTimeout`]; [`Error::Closed`].
     pub fn flush_now(&self, timeout: Duration) -> Result<()> {
         let (tx, rx) = bounded(1);
-        self.ctrl.send_timeout(Ctrl::Flush(tx), timeout).map_err(|_| Error::Closed)?;
+        self.ctrl
+            .send_timeout(Ctrl::Flush(tx), timeout)
+            .map_err(|_| Error::Closed)?;
         match rx.recv_timeout(timeout) {
             Ok(r) => r,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::FlushTimeout(timeout)),
@@ -210,7 +220,9 @@ impl Persister {
     }
 
     fn stop(&mut self) -> Result<()> {
-        let Some(worker) = self.worker.take() else { return Ok(()) };
+        let Some(worker) = self.worker.take() else {
+            return Ok(());
+        };
         let _ = self.ctrl.send(Ctrl::Shutdown);
         worker.join().map_err(|_| Error::Closed)?
     }
@@ -226,9 +238,12 @@ impl Drop for Persister {
 
 fn load_marks(conn: &Connection) -> Result<HashMap<String, u64>> {
     let read = || Error::db("reading publisher watermarks");
-    let mut stmt =
-        conn.prepare("SELECT publisher_id, max(seq) FROM publisher_watermark GROUP BY publisher_id").map_err(read())?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))).map_err(read())?;
+    let mut stmt = conn
+        .prepare("SELECT publisher_id, max(seq) FROM publisher_watermark GROUP BY publisher_id")
+        .map_err(read())?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))
+        .map_err(read())?;
     rows.collect::<duckdb::Result<HashMap<_, _>>>().map_err(read())
 }
 
@@ -253,7 +268,11 @@ impl Worker {
         let (rx, ctrl, stalled) = (self.rx.clone(), self.ctrl.clone(), never());
         loop {
             // Memory stays bounded while writes fail: stop taking input.
-            let input = if self.pending.len() < self.config.max_pending { &rx } else { &stalled };
+            let input = if self.pending.len() < self.config.max_pending {
+                &rx
+            } else {
+                &stalled
+            };
             let timeout = next_flush.saturating_duration_since(Instant::now());
             select! {
                 recv(input) -> m => {
@@ -276,7 +295,10 @@ impl Worker {
             if due || (!self.failing && self.pending.len() >= self.config.batch_size) {
                 if !self.pending.is_empty() {
                     if let Err(e) = self.flush() {
-                        log::error!("persister: write failed, {} row(s) kept for retry: {e}", self.pending.len());
+                        log::error!(
+                            "persister: write failed, {} row(s) kept for retry: {e}",
+                            self.pending.len()
+                        );
                     }
                 }
                 next_flush = Instant::now() + self.config.flush_interval;
@@ -349,7 +371,10 @@ impl Worker {
                 Ok(()) if self.rx.is_empty() => return Ok(()),
                 Ok(()) => self.take_waiting(),
                 Err(e) if Instant::now() >= deadline => {
-                    log::error!("persister: giving up at shutdown with {} row(s) unwritten: {e}", self.pending.len());
+                    log::error!(
+                        "persister: giving up at shutdown with {} row(s) unwritten: {e}",
+                        self.pending.len()
+                    );
                     return Err(Error::Unpersisted(self.pending.len() + self.rx.len()));
                 }
                 Err(e) => {

@@ -86,7 +86,11 @@ impl LogQuery {
     pub fn levels_from<S: AsRef<str>>(names: &[S]) -> Result<LevelFilter> {
         let levels = names
             .iter()
-            .map(|n| n.as_ref().parse::<Level>().map_err(|e| Error::InvalidQuery(e.to_string())))
+            .map(|n| {
+                n.as_ref()
+                    .parse::<Level>()
+                    .map_err(|e| Error::InvalidQuery(e.to_string()))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(LevelFilter::AnyOf(levels))
     }
@@ -102,7 +106,9 @@ impl LogQuery {
 
     fn compile_at(&self, now_ms: i64) -> Result<(String, Vec<Value>)> {
         let window = DEFAULT_WINDOW.as_millis() as i64;
-        let start = self.start_ms.unwrap_or_else(|| self.end_ms.unwrap_or(now_ms).saturating_sub(window));
+        let start = self
+            .start_ms
+            .unwrap_or_else(|| self.end_ms.unwrap_or(now_ms).saturating_sub(window));
         if let Some(end) = self.end_ms {
             if start > end {
                 return Err(Error::InvalidQuery(format!("start {start} is after end {end}")));
@@ -177,8 +183,10 @@ impl Store {
         let conn = self.conn();
         let op = "querying logs";
         let mut stmt = conn.prepare_cached(&sql).map_err(Error::db(op))?;
-        let batches: Vec<RecordBatch> =
-            stmt.query_arrow(duckdb::params_from_iter(params)).map_err(Error::db(op))?.collect();
+        let batches: Vec<RecordBatch> = stmt
+            .query_arrow(duckdb::params_from_iter(params))
+            .map_err(Error::db(op))?
+            .collect();
         let mut out = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
         for b in &batches {
             rows_from_batch(b, &mut out)?;
@@ -195,9 +203,19 @@ fn rows_from_batch(b: &RecordBatch, out: &mut Vec<LogMessage>) -> Result<()> {
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| Error::InvalidQuery("timestamp_ms is not BIGINT".into()))?;
     let (level, payload) = (text(6)?, text(7)?);
-    let rows = wid.into_iter().zip(wname).zip(wiid).zip(tname).zip(tiid).zip(level).zip(payload).enumerate();
-    for (i, ((((((workflow_id, workflow_name), workflow_instance_id), task_name), task_instance_id), level), payload)) in
-        rows
+    let rows = wid
+        .into_iter()
+        .zip(wname)
+        .zip(wiid)
+        .zip(tname)
+        .zip(tiid)
+        .zip(level)
+        .zip(payload)
+        .enumerate();
+    for (
+        i,
+        ((((((workflow_id, workflow_name), workflow_instance_id), task_name), task_instance_id), level), payload),
+    ) in rows
     {
         out.push(LogMessage {
             workflow_id,
@@ -219,9 +237,21 @@ fn rows_from_batch(b: &RecordBatch, out: &mut Vec<LogMessage>) -> Result<()> {
 /// chose.
 pub(crate) fn strings(a: &dyn Array) -> Result<Vec<String>> {
     let v: Vec<String> = match a.data_type() {
-        DataType::Utf8 => a.as_string::<i32>().iter().map(|s| s.unwrap_or_default().to_owned()).collect(),
-        DataType::LargeUtf8 => a.as_string::<i64>().iter().map(|s| s.unwrap_or_default().to_owned()).collect(),
-        DataType::Utf8View => a.as_string_view().iter().map(|s| s.unwrap_or_default().to_owned()).collect(),
+        DataType::Utf8 => a
+            .as_string::<i32>()
+            .iter()
+            .map(|s| s.unwrap_or_default().to_owned())
+            .collect(),
+        DataType::LargeUtf8 => a
+            .as_string::<i64>()
+            .iter()
+            .map(|s| s.unwrap_or_default().to_owned())
+            .collect(),
+        DataType::Utf8View => a
+            .as_string_view()
+            .iter()
+            .map(|s| s.unwrap_or_default().to_owned())
+            .collect(),
         DataType::Dictionary(_, _) => {
             let cast = duckdb::arrow::compute::cast(a, &DataType::Utf8)
                 .map_err(|e| Error::InvalidQuery(format!("unexpected column type: {e}")))?;
@@ -240,8 +270,14 @@ mod tests {
     fn defaults_to_the_last_24_hours_and_1000_rows() {
         let (sql, params) = LogQuery::default().compile_at(100_000_000).unwrap();
         assert!(sql.ends_with("ORDER BY timestamp_ms ASC, rowid ASC LIMIT ?"), "{sql}");
-        assert_eq!(params, vec![Value::BigInt(100_000_000 - 86_400_000), Value::UBigInt(1000)]);
-        let q = LogQuery { end_ms: Some(90_000_000), ..Default::default() };
+        assert_eq!(
+            params,
+            vec![Value::BigInt(100_000_000 - 86_400_000), Value::UBigInt(1000)]
+        );
+        let q = LogQuery {
+            end_ms: Some(90_000_000),
+            ..Default::default()
+        };
         let (_, params) = q.compile_at(100_000_000).unwrap();
         assert_eq!(params[0], Value::BigInt(90_000_000 - 86_400_000));
     }
@@ -265,9 +301,19 @@ mod tests {
     #[test]
     fn invalid_queries_are_typed_errors() {
         let bad = [
-            LogQuery { start_ms: Some(10), end_ms: Some(9), ..Default::default() },
-            LogQuery { limit: Some(0), ..Default::default() },
-            LogQuery { levels: Some(LevelFilter::AnyOf(vec![])), ..Default::default() },
+            LogQuery {
+                start_ms: Some(10),
+                end_ms: Some(9),
+                ..Default::default()
+            },
+            LogQuery {
+                limit: Some(0),
+                ..Default::default()
+            },
+            LogQuery {
+                levels: Some(LevelFilter::AnyOf(vec![])),
+                ..Default::default()
+            },
         ];
         for q in bad {
             assert!(matches!(q.compile(), Err(Error::InvalidQuery(_))), "{q:?}");

@@ -112,7 +112,11 @@ pub struct RecentWorkflows {
 
 impl Default for RecentWorkflows {
     fn default() -> Self {
-        RecentWorkflows { limit: 20, workflow_id: None, status: None }
+        RecentWorkflows {
+            limit: 20,
+            workflow_id: None,
+            status: None,
+        }
     }
 }
 
@@ -130,7 +134,14 @@ impl Store {
     ) -> Result<()> {
         self.conn()
             .prepare_cached("INSERT INTO workflow_run_status VALUES (?, ?, ?, ?)")
-            .and_then(|mut s| s.execute(params![workflow_id, workflow_instance_id, status.as_str(), timestamp_ms]))
+            .and_then(|mut s| {
+                s.execute(params![
+                    workflow_id,
+                    workflow_instance_id,
+                    status.as_str(),
+                    timestamp_ms
+                ])
+            })
             .map(drop)
             .map_err(Error::db("recording a workflow status"))
     }
@@ -150,7 +161,13 @@ impl Store {
         self.conn()
             .prepare_cached("INSERT INTO task_run_status VALUES (?, ?, ?, ?, ?)")
             .and_then(|mut s| {
-                s.execute(params![task_id, task_instance_id, workflow_instance_id, status.as_str(), timestamp_ms])
+                s.execute(params![
+                    task_id,
+                    task_instance_id,
+                    workflow_instance_id,
+                    status.as_str(),
+                    timestamp_ms
+                ])
             })
             .map(drop)
             .map_err(Error::db("recording a task status"))
@@ -172,7 +189,9 @@ impl Store {
             )
             .map_err(Error::db(op))?;
         let mut rows = stmt
-            .query_map([workflow_instance_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .query_map([workflow_instance_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
             .map_err(Error::db(op))?;
         match rows.next() {
             None => Ok(None),
@@ -216,7 +235,11 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (task_id, task_instance_id, status, timestamp_ms) = row.map_err(Error::db(op))?;
-            out.push(StatusChange { task: task_id.zip(task_instance_id), status: status.parse()?, timestamp_ms });
+            out.push(StatusChange {
+                task: task_id.zip(task_instance_id),
+                status: status.parse()?,
+                timestamp_ms,
+            });
         }
         Ok(out)
     }
@@ -261,7 +284,13 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (workflow_id, workflow_instance_id, status, first_ms, last_ms) = row.map_err(Error::db(op))?;
-            out.push(WorkflowRun { workflow_id, workflow_instance_id, status: status.parse()?, first_ms, last_ms });
+            out.push(WorkflowRun {
+                workflow_id,
+                workflow_instance_id,
+                status: status.parse()?,
+                first_ms,
+                last_ms,
+            });
         }
         Ok(out)
     }

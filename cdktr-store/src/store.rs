@@ -76,12 +76,21 @@ impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
         if path.is_dir() {
-            return Err(Error::Open { path, reason: "it is a directory".into() });
+            return Err(Error::Open {
+                path,
+                reason: "it is a directory".into(),
+            });
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| Error::CreateDir { path: parent.into(), source })?;
+            std::fs::create_dir_all(parent).map_err(|source| Error::CreateDir {
+                path: parent.into(),
+                source,
+            })?;
         }
-        let conn = Connection::open(&path).map_err(|e| Error::Open { path: path.clone(), reason: e.to_string() })?;
+        let conn = Connection::open_with_flags(&path, config()?).map_err(|e| Error::Open {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         Self::init(conn, Location::File(path))
     }
 
@@ -90,7 +99,8 @@ impl Store {
     /// # Errors
     /// [`Error::Db`] if DuckDB cannot start.
     pub fn open_in_memory() -> Result<Store> {
-        let conn = Connection::open_in_memory().map_err(Error::db("opening an in-memory database"))?;
+        let conn =
+            Connection::open_in_memory_with_flags(config()?).map_err(Error::db("opening an in-memory database"))?;
         Self::init(conn, Location::Memory)
     }
 
@@ -110,8 +120,14 @@ impl Store {
     /// # Errors
     /// [`Error::Db`] if DuckDB refuses a new connection.
     pub fn try_clone(&self) -> Result<Store> {
-        let conn = self.conn().try_clone().map_err(Error::db("opening another connection"))?;
-        Ok(Store { conn: Mutex::new(conn), location: self.location.clone() })
+        let conn = self
+            .conn()
+            .try_clone()
+            .map_err(Error::db("opening another connection"))?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            location: self.location.clone(),
+        })
     }
 
     /// Where the data lives.
@@ -140,7 +156,10 @@ impl Store {
         .map_err(reading)?;
         let found = current_version(&conn)?;
         if found > SCHEMA_VERSION {
-            return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
+            return Err(Error::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
         }
         for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
             let applied = chrono_now_ms();
@@ -149,16 +168,33 @@ impl Store {
             );
             if let Err(e) = conn.execute_batch(&batch) {
                 let _ = conn.execute_batch("ROLLBACK");
-                return Err(Error::Db { op: "creating the schema", source: e });
+                return Err(Error::Db {
+                    op: "creating the schema",
+                    source: e,
+                });
             }
         }
-        Ok(Store { conn: Mutex::new(conn), location })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            location,
+        })
     }
 }
 
+/// The principal never reaches out to the network: no extension is
+/// downloaded or loaded behind its back.
+fn config() -> Result<duckdb::Config> {
+    duckdb::Config::default()
+        .enable_autoload_extension(false)
+        .and_then(|c| c.with("autoinstall_known_extensions", "false"))
+        .map_err(Error::db("configuring DuckDB"))
+}
+
 fn current_version(conn: &Connection) -> Result<i64> {
-    conn.query_row("SELECT coalesce(max(version), 0) FROM cdktr_schema_version", [], |r| r.get(0))
-        .map_err(Error::db("reading the schema version"))
+    conn.query_row("SELECT coalesce(max(version), 0) FROM cdktr_schema_version", [], |r| {
+        r.get(0)
+    })
+    .map_err(Error::db("reading the schema version"))
 }
 
 pub(crate) fn chrono_now_ms() -> i64 {

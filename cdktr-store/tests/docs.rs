@@ -7,18 +7,34 @@ use cdktr_store::{Persister, PersisterConfig, RunStatus, Store};
 #[test]
 fn the_schema_doc_examples_run() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/schema.md")).unwrap();
-    let blocks: Vec<&str> = doc.split("```sql").skip(1).map(|b| b.split("```").next().unwrap()).collect();
-    assert!(blocks.len() >= 4, "expected the example queries, found {}", blocks.len());
+    let blocks: Vec<&str> = doc
+        .split("```sql")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert!(
+        blocks.len() >= 4,
+        "expected the example queries, found {}",
+        blocks.len()
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("app.db");
     {
         let store = Store::open(&path).unwrap();
         let now = cdktr_log::message::now_ms();
-        store.record_workflow_status("etl", "etl-20261127-1", RunStatus::Running, now - 5000).unwrap();
-        store.record_task_status("load", "load-1", "etl-20261127-1", RunStatus::Running, now - 4000).unwrap();
-        store.record_task_status("load", "load-1", "etl-20261127-1", RunStatus::Failed, now - 1000).unwrap();
-        store.record_workflow_status("etl", "etl-20261127-1", RunStatus::Failed, now - 900).unwrap();
+        store
+            .record_workflow_status("etl", "etl-20261127-1", RunStatus::Running, now - 5000)
+            .unwrap();
+        store
+            .record_task_status("load", "load-1", "etl-20261127-1", RunStatus::Running, now - 4000)
+            .unwrap();
+        store
+            .record_task_status("load", "load-1", "etl-20261127-1", RunStatus::Failed, now - 1000)
+            .unwrap();
+        store
+            .record_workflow_status("etl", "etl-20261127-1", RunStatus::Failed, now - 900)
+            .unwrap();
         let persister = Persister::start(&store, PersisterConfig::default()).unwrap();
         for (i, level) in [Level::Info, Level::Error, Level::Error].into_iter().enumerate() {
             let message = LogMessage {
@@ -31,7 +47,14 @@ fn the_schema_doc_examples_run() {
                 level,
                 payload: format!("line {i}"),
             };
-            persister.sender().send(Envelope { publisher_id: "p".into(), seq: i as u64 + 1, message }).unwrap();
+            persister
+                .sender()
+                .send(Envelope {
+                    publisher_id: "p".into(),
+                    seq: i as u64 + 1,
+                    message,
+                })
+                .unwrap();
         }
         persister.shutdown().unwrap();
     }
@@ -39,7 +62,11 @@ fn the_schema_doc_examples_run() {
     let mut counts = Vec::new();
     for sql in &blocks {
         let mut stmt = conn.prepare(sql).unwrap_or_else(|e| panic!("{e}\n{sql}"));
-        let n = stmt.query([]).unwrap_or_else(|e| panic!("{e}\n{sql}")).mapped(|_| Ok(())).count();
+        let n = stmt
+            .query([])
+            .unwrap_or_else(|e| panic!("{e}\n{sql}"))
+            .mapped(|_| Ok(()))
+            .count();
         counts.push(n);
     }
     // failed tasks today, current statuses, durations, errors per workflow, one run's lines

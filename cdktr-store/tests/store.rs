@@ -25,11 +25,19 @@ fn message(i: usize) -> LogMessage {
 }
 
 fn env(publisher: &str, seq: u64, message: LogMessage) -> Envelope {
-    Envelope { publisher_id: publisher.into(), seq, message }
+    Envelope {
+        publisher_id: publisher.into(),
+        seq,
+        message,
+    }
 }
 
 fn all_of(q: LogQuery) -> LogQuery {
-    LogQuery { start_ms: Some(i64::MIN), limit: Some(usize::MAX >> 1), ..q }
+    LogQuery {
+        start_ms: Some(i64::MIN),
+        limit: Some(usize::MAX >> 1),
+        ..q
+    }
 }
 
 fn persist(store: &Store, config: PersisterConfig, messages: &[LogMessage]) -> cdktr_store::PersisterStats {
@@ -55,7 +63,10 @@ fn schema_has_exactly_the_specified_columns_and_a_version() {
         let mut s = conn
             .prepare("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position")
             .unwrap();
-        s.query_map([table], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+        s.query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     };
     let names = |t: &str| columns(t).into_iter().map(|(n, _)| n).collect::<Vec<_>>();
     assert_eq!(
@@ -71,16 +82,30 @@ fn schema_has_exactly_the_specified_columns_and_a_version() {
             "payload"
         ]
     );
-    assert_eq!(names("workflow_run_status"), ["workflow_id", "workflow_instance_id", "status", "timestamp_ms"]);
+    assert_eq!(
+        names("workflow_run_status"),
+        ["workflow_id", "workflow_instance_id", "status", "timestamp_ms"]
+    );
     assert_eq!(
         names("task_run_status"),
-        ["task_id", "task_instance_id", "workflow_instance_id", "status", "timestamp_ms"]
+        [
+            "task_id",
+            "task_instance_id",
+            "workflow_instance_id",
+            "status",
+            "timestamp_ms"
+        ]
     );
     let status_type: String = conn
         .query_row("SELECT data_type FROM information_schema.columns WHERE table_name = 'task_run_status' AND column_name = 'status'", [], |r| r.get(0))
         .unwrap();
-    assert!(status_type.contains("ENUM") || status_type == "run_status", "{status_type}");
-    let values: String = conn.query_row("SELECT enum_range(NULL::run_status)::VARCHAR", [], |r| r.get(0)).unwrap();
+    assert!(
+        status_type.contains("ENUM") || status_type == "run_status",
+        "{status_type}"
+    );
+    let values: String = conn
+        .query_row("SELECT enum_range(NULL::run_status)::VARCHAR", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(values, "[PENDING, RUNNING, WAITING, COMPLETED, FAILED, CRASHED]");
     drop(conn);
     // Opening again is idempotent.
@@ -94,9 +119,16 @@ fn a_file_from_a_newer_version_is_refused() {
     let path = dir.path().join("new.db");
     drop(Store::open(&path).unwrap());
     let conn = duckdb::Connection::open(&path).unwrap();
-    conn.execute_batch("INSERT INTO cdktr_schema_version VALUES (99, 0)").unwrap();
+    conn.execute_batch("INSERT INTO cdktr_schema_version VALUES (99, 0)")
+        .unwrap();
     drop(conn);
-    assert!(matches!(Store::open(&path), Err(Error::SchemaTooNew { found: 99, supported: 1 })));
+    assert!(matches!(
+        Store::open(&path),
+        Err(Error::SchemaTooNew {
+            found: 99,
+            supported: 1
+        })
+    ));
 }
 
 #[test]
@@ -127,7 +159,11 @@ fn a_database_locked_by_another_process_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("locked.db");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_database_locked_by_another_process_is_a_typed_error", "--nocapture"])
+        .args([
+            "--exact",
+            "a_database_locked_by_another_process_is_a_typed_error",
+            "--nocapture",
+        ])
         .env("CDKTR_TEST_HOLD_DB", &path)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -137,7 +173,10 @@ fn a_database_locked_by_another_process_is_a_typed_error() {
     let mut line = String::new();
     while !line.contains("holding") {
         line.clear();
-        assert!(std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0, "child exited early");
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "child exited early"
+        );
     }
     let err = Store::open(&path).err().expect("a locked file must not open");
     assert!(matches!(&err, Error::Open { path: p, .. } if p == &path), "{err}");
@@ -152,12 +191,25 @@ fn a_database_locked_by_another_process_is_a_typed_error() {
 fn messages_round_trip_in_memory_and_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let mut specials = vec![
-        LogMessage { payload: String::new(), ..message(0) },
-        LogMessage { payload: "x".repeat(1 << 20), ..message(1) },
-        LogMessage { payload: "日本語 🚀 'quoted' \"double\" \\ back".into(), workflow_name: "Ünïcødé".into(), ..message(2) },
+        LogMessage {
+            payload: String::new(),
+            ..message(0)
+        },
+        LogMessage {
+            payload: "x".repeat(1 << 20),
+            ..message(1)
+        },
+        LogMessage {
+            payload: "日本語 🚀 'quoted' \"double\" \\ back".into(),
+            workflow_name: "Ünïcødé".into(),
+            ..message(2)
+        },
     ];
     specials.extend((3..500).map(message));
-    for store in [Store::open_in_memory().unwrap(), Store::open(dir.path().join("rt.db")).unwrap()] {
+    for store in [
+        Store::open_in_memory().unwrap(),
+        Store::open(dir.path().join("rt.db")).unwrap(),
+    ] {
         let stats = persist(&store, PersisterConfig::default(), &specials);
         assert_eq!(stats.persisted, specials.len() as u64);
         let mut got = store.query_logs(&all_of(LogQuery::default())).unwrap();
@@ -176,7 +228,11 @@ fn brute_force(data: &[LogMessage], q: &LogQuery) -> Vec<LogMessage> {
         .iter()
         .filter(|m| m.timestamp_ms >= start && q.end_ms.is_none_or(|e| m.timestamp_ms < e))
         .filter(|m| q.workflow_id.as_ref().is_none_or(|v| &m.workflow_id == v))
-        .filter(|m| q.workflow_instance_id.as_ref().is_none_or(|v| &m.workflow_instance_id == v))
+        .filter(|m| {
+            q.workflow_instance_id
+                .as_ref()
+                .is_none_or(|v| &m.workflow_instance_id == v)
+        })
         .filter(|m| q.task_name.as_ref().is_none_or(|v| &m.task_name == v))
         .filter(|m| q.task_instance_id.as_ref().is_none_or(|v| &m.task_instance_id == v))
         .filter(|m| match &q.levels {
@@ -184,7 +240,11 @@ fn brute_force(data: &[LogMessage], q: &LogQuery) -> Vec<LogMessage> {
             Some(LevelFilter::AtLeast(l)) => m.level >= *l,
             Some(LevelFilter::AnyOf(set)) => set.contains(&m.level),
         })
-        .filter(|m| q.payload_contains.as_ref().is_none_or(|v| m.payload.contains(v.as_str())))
+        .filter(|m| {
+            q.payload_contains
+                .as_ref()
+                .is_none_or(|v| m.payload.contains(v.as_str()))
+        })
         .collect();
     rows.sort_by_key(|m| m.timestamp_ms); // stable: insertion order breaks ties
     if q.order == Order::NewestFirst {
@@ -198,7 +258,14 @@ fn every_filter_alone_and_combined_matches_a_brute_force_filter() {
     let data: Vec<LogMessage> = (0..5000).map(message).collect();
     let store = Store::open_in_memory().unwrap();
     // Small batches so that the data spans many appends.
-    persist(&store, PersisterConfig { batch_size: 700, ..Default::default() }, &data);
+    persist(
+        &store,
+        PersisterConfig {
+            batch_size: 700,
+            ..Default::default()
+        },
+        &data,
+    );
 
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let mut rand = move |n: u64| {
@@ -210,8 +277,18 @@ fn every_filter_alone_and_combined_matches_a_brute_force_filter() {
     let mut checked = 0;
     for round in 0..400u64 {
         // Each filter on its own for the first rounds, then random mixes.
-        let pick = |bit: u64, r: &mut dyn FnMut(u64) -> u64| if round < 64 { round & (1 << bit) != 0 && round.count_ones() == 1 } else { r(2) == 0 };
-        let mut q = LogQuery { start_ms: Some(i64::MIN), limit: Some(usize::MAX >> 1), ..Default::default() };
+        let pick = |bit: u64, r: &mut dyn FnMut(u64) -> u64| {
+            if round < 64 {
+                round & (1 << bit) != 0 && round.count_ones() == 1
+            } else {
+                r(2) == 0
+            }
+        };
+        let mut q = LogQuery {
+            start_ms: Some(i64::MIN),
+            limit: Some(usize::MAX >> 1),
+            ..Default::default()
+        };
         if pick(0, &mut rand) {
             q.start_ms = Some(T0 + rand(100_000) as i64);
         }
@@ -234,7 +311,13 @@ fn every_filter_alone_and_combined_matches_a_brute_force_filter() {
             q.levels = Some(if rand(2) == 0 {
                 LevelFilter::AtLeast(Level::ALL[rand(5) as usize])
             } else {
-                LevelFilter::AnyOf((0..5).filter(|_| rand(2) == 0).map(|i| Level::ALL[i]).chain([Level::Warn]).collect())
+                LevelFilter::AnyOf(
+                    (0..5)
+                        .filter(|_| rand(2) == 0)
+                        .map(|i| Level::ALL[i])
+                        .chain([Level::Warn])
+                        .collect(),
+                )
             });
         }
         if pick(7, &mut rand) {
@@ -251,7 +334,10 @@ fn every_filter_alone_and_combined_matches_a_brute_force_filter() {
         assert_eq!(got, want, "query {q:?}");
         checked += got.len();
     }
-    assert!(checked > 10_000, "the queries matched too little data to prove much: {checked}");
+    assert!(
+        checked > 10_000,
+        "the queries matched too little data to prove much: {checked}"
+    );
 }
 
 #[test]
@@ -286,25 +372,53 @@ fn hostile_strings_in_every_filter_are_plain_data() {
     persist(&store, PersisterConfig::default(), &data);
     for h in hostile.iter().copied().chain([big.as_str()]) {
         let queries = [
-            LogQuery { workflow_id: Some(h.into()), ..Default::default() },
-            LogQuery { workflow_instance_id: Some(h.into()), ..Default::default() },
-            LogQuery { task_name: Some(h.into()), ..Default::default() },
-            LogQuery { task_instance_id: Some(h.into()), ..Default::default() },
-            LogQuery { payload_contains: Some(h.into()), ..Default::default() },
+            LogQuery {
+                workflow_id: Some(h.into()),
+                ..Default::default()
+            },
+            LogQuery {
+                workflow_instance_id: Some(h.into()),
+                ..Default::default()
+            },
+            LogQuery {
+                task_name: Some(h.into()),
+                ..Default::default()
+            },
+            LogQuery {
+                task_instance_id: Some(h.into()),
+                ..Default::default()
+            },
+            LogQuery {
+                payload_contains: Some(h.into()),
+                ..Default::default()
+            },
         ];
         for q in queries {
             let q = all_of(q);
-            assert_eq!(store.query_logs(&q).unwrap(), brute_force(&data, &q), "{:?}", &h[..h.len().min(20)]);
+            assert_eq!(
+                store.query_logs(&q).unwrap(),
+                brute_force(&data, &q),
+                "{:?}",
+                &h[..h.len().min(20)]
+            );
         }
     }
-    assert_eq!(store.query_logs(&all_of(LogQuery::default())).unwrap().len(), data.len(), "the table survives");
+    assert_eq!(
+        store.query_logs(&all_of(LogQuery::default())).unwrap().len(),
+        data.len(),
+        "the table survives"
+    );
 }
 
 #[test]
 fn failed_writes_are_retried_until_they_succeed_and_nothing_is_lost_or_doubled() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("retry.db")).unwrap();
-    let config = PersisterConfig { flush_interval: Duration::from_millis(50), batch_size: 100, ..Default::default() };
+    let config = PersisterConfig {
+        flush_interval: Duration::from_millis(50),
+        batch_size: 100,
+        ..Default::default()
+    };
     let persister = Persister::start(&store, config).unwrap();
     persister.fail_next_writes(5);
     let tx = persister.sender();
@@ -363,7 +477,11 @@ fn a_failing_database_holds_memory_bounded_and_back_pressures_the_sender() {
 #[test]
 fn a_batch_reaching_the_size_is_written_without_waiting_for_the_interval() {
     let store = Store::open_in_memory().unwrap();
-    let config = PersisterConfig { flush_interval: Duration::from_secs(3600), batch_size: 100, ..Default::default() };
+    let config = PersisterConfig {
+        flush_interval: Duration::from_secs(3600),
+        batch_size: 100,
+        ..Default::default()
+    };
     let persister = Persister::start(&store, config).unwrap();
     let tx = persister.sender();
     for i in 0..250 {
@@ -387,7 +505,10 @@ fn shutdown_mid_batch_writes_it_and_reopening_keeps_data_and_marks() {
     let path = dir.path().join("keep.db");
     {
         let store = Store::open(&path).unwrap();
-        let config = PersisterConfig { flush_interval: Duration::from_secs(3600), ..Default::default() };
+        let config = PersisterConfig {
+            flush_interval: Duration::from_secs(3600),
+            ..Default::default()
+        };
         let persister = Persister::start(&store, config).unwrap();
         let tx = persister.sender();
         for i in 0..1234 {
@@ -406,9 +527,33 @@ fn shutdown_mid_batch_writes_it_and_reopening_keeps_data_and_marks() {
     tx.send(env("agent-a", 1, message(2))).unwrap();
     tx.send(env("agent-b", 7, message(3))).unwrap();
     // New.
-    tx.send(env("agent-a", 1235, LogMessage { payload: "new a".into(), ..message(4) })).unwrap();
-    tx.send(env("agent-b", 8, LogMessage { payload: "new b".into(), ..message(5) })).unwrap();
-    tx.send(env("agent-c", 1, LogMessage { payload: "new c".into(), ..message(6) })).unwrap();
+    tx.send(env(
+        "agent-a",
+        1235,
+        LogMessage {
+            payload: "new a".into(),
+            ..message(4)
+        },
+    ))
+    .unwrap();
+    tx.send(env(
+        "agent-b",
+        8,
+        LogMessage {
+            payload: "new b".into(),
+            ..message(5)
+        },
+    ))
+    .unwrap();
+    tx.send(env(
+        "agent-c",
+        1,
+        LogMessage {
+            payload: "new c".into(),
+            ..message(6)
+        },
+    ))
+    .unwrap();
     let stats = persister.shutdown().unwrap();
     assert_eq!((stats.persisted, stats.duplicates), (3, 3));
     let all = store.query_logs(&all_of(LogQuery::default())).unwrap();
@@ -439,11 +584,17 @@ fn a_million_rows_are_inserted_then_queryable() {
     let stats = persister.shutdown().unwrap();
     assert_eq!(stats.persisted, N as u64);
     let errors = store
-        .query_logs(&all_of(LogQuery { levels: Some(LevelFilter::AtLeast(Level::Error)), ..Default::default() }))
+        .query_logs(&all_of(LogQuery {
+            levels: Some(LevelFilter::AtLeast(Level::Error)),
+            ..Default::default()
+        }))
         .unwrap();
     assert_eq!(errors.len(), N / 1000);
     let one = store
-        .query_logs(&all_of(LogQuery { workflow_instance_id: Some("bulk-7".into()), ..Default::default() }))
+        .query_logs(&all_of(LogQuery {
+            workflow_instance_id: Some("bulk-7".into()),
+            ..Default::default()
+        }))
         .unwrap();
     assert_eq!(one.len(), 100_000);
     assert_eq!(one[0].payload, "row 700000");
@@ -456,14 +607,26 @@ fn status_history_is_recorded_and_read_back() {
     use RunStatus::*;
     store.record_workflow_status("etl", "etl-1", Pending, 100).unwrap();
     store.record_workflow_status("etl", "etl-1", Running, 110).unwrap();
-    store.record_task_status("extract", "extract-1", "etl-1", Running, 110).unwrap();
-    store.record_task_status("extract", "extract-1", "etl-1", Completed, 150).unwrap();
-    store.record_task_status("load", "load-1", "etl-1", Running, 150).unwrap();
-    store.record_task_status("load", "load-1", "etl-1", Failed, 190).unwrap();
+    store
+        .record_task_status("extract", "extract-1", "etl-1", Running, 110)
+        .unwrap();
+    store
+        .record_task_status("extract", "extract-1", "etl-1", Completed, 150)
+        .unwrap();
+    store
+        .record_task_status("load", "load-1", "etl-1", Running, 150)
+        .unwrap();
+    store
+        .record_task_status("load", "load-1", "etl-1", Failed, 190)
+        .unwrap();
     store.record_workflow_status("etl", "etl-1", Failed, 190).unwrap();
     store.record_workflow_status("etl", "etl-2", Running, 200).unwrap();
-    store.record_workflow_status("report", "report-1", Running, 120).unwrap();
-    store.record_workflow_status("report", "report-1", Completed, 300).unwrap();
+    store
+        .record_workflow_status("report", "report-1", Running, 120)
+        .unwrap();
+    store
+        .record_workflow_status("report", "report-1", Completed, 300)
+        .unwrap();
     // Same timestamp twice: the later record wins.
     store.record_workflow_status("x", "x-1", Running, 50).unwrap();
     store.record_workflow_status("x", "x-1", Crashed, 50).unwrap();
@@ -491,9 +654,16 @@ fn status_history_is_recorded_and_read_back() {
     );
 
     let ids = |runs: Vec<cdktr_store::WorkflowRun>| {
-        runs.into_iter().map(|r| (r.workflow_instance_id, r.status)).collect::<Vec<_>>()
+        runs.into_iter()
+            .map(|r| (r.workflow_instance_id, r.status))
+            .collect::<Vec<_>>()
     };
-    let recent = store.recent_workflows(&RecentWorkflows { limit: 10, ..Default::default() }).unwrap();
+    let recent = store
+        .recent_workflows(&RecentWorkflows {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!((recent[0].first_ms, recent[0].last_ms), (120, 300));
     assert_eq!(
         ids(recent),
@@ -505,21 +675,38 @@ fn status_history_is_recorded_and_read_back() {
         ]
     );
     assert_eq!(
-        ids(store.recent_workflows(&RecentWorkflows { limit: 2, ..Default::default() }).unwrap()).len(),
+        ids(store
+            .recent_workflows(&RecentWorkflows {
+                limit: 2,
+                ..Default::default()
+            })
+            .unwrap())
+        .len(),
         2
     );
     assert_eq!(
         ids(store
-            .recent_workflows(&RecentWorkflows { workflow_id: Some("etl".into()), ..Default::default() })
+            .recent_workflows(&RecentWorkflows {
+                workflow_id: Some("etl".into()),
+                ..Default::default()
+            })
             .unwrap()),
         vec![("etl-2".into(), Running), ("etl-1".into(), Failed)]
     );
     assert_eq!(
-        ids(store.recent_workflows(&RecentWorkflows { status: Some(Running), ..Default::default() }).unwrap()),
+        ids(store
+            .recent_workflows(&RecentWorkflows {
+                status: Some(Running),
+                ..Default::default()
+            })
+            .unwrap()),
         vec![("etl-2".into(), Running)]
     );
     assert!(matches!(
-        store.recent_workflows(&RecentWorkflows { limit: 0, ..Default::default() }),
+        store.recent_workflows(&RecentWorkflows {
+            limit: 0,
+            ..Default::default()
+        }),
         Err(Error::InvalidQuery(_))
     ));
     assert_eq!("crashed".parse::<RunStatus>().unwrap(), Crashed);
