@@ -55,6 +55,7 @@
 
 pub mod config;
 mod error;
+mod inbox;
 pub mod manager;
 pub mod message;
 pub mod publisher;

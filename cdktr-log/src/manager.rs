@@ -10,7 +10,8 @@ use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 
 use crate::config::BusConfig;
 use crate::error::{Error, Result};
-use crate::wire::{self, Envelope, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::inbox::Inbox;
+use crate::wire::{Envelope, DEFAULT_MAX_MESSAGE_BYTES};
 
 /// The running log manager; shuts down and joins its thread on
 /// [`shutdown`](Self::shutdown) or drop.
@@ -250,11 +251,11 @@ const BATCH: usize = 4096;
 
 impl Forwarder {
     fn run(mut self) {
-        let mut frames = [zmq::Message::new(), zmq::Message::new(), zmq::Message::new()];
+        let mut inbox = Inbox::new();
         loop {
             let stopping = self.stop.load(Relaxed);
             let mut n = 0;
-            while n < BATCH && self.forward_one(&mut frames) {
+            while n < BATCH && self.forward_one(&mut inbox) {
                 n += 1;
             }
             self.publish_stats();
@@ -272,41 +273,22 @@ impl Forwarder {
     }
 
     /// Receives and handles one message; false when none was waiting.
-    fn forward_one(&mut self, frames: &mut [zmq::Message; 3]) -> bool {
-        let [topic, body, extra] = frames;
-        match self.pull.recv(topic, zmq::DONTWAIT) {
-            Ok(()) => {}
-            Err(zmq::Error::EAGAIN) => return false,
+    fn forward_one(&mut self, inbox: &mut Inbox) -> bool {
+        match inbox.recv(&self.pull) {
+            Ok(true) => {}
+            Ok(false) => return false,
             Err(e) => {
                 log::error!("log manager: receive failed: {e}");
                 return false;
             }
         }
         self.stats.received += 1;
-        // The rest of a multipart message is already here; read it all,
-        // keeping at most two frames however many were sent.
-        let mut count = 1;
-        let mut more = topic.get_more();
-        while more {
-            let frame = if count == 1 { &mut *body } else { &mut *extra };
-            if self.pull.recv(frame, 0).is_err() {
-                break;
-            }
-            count += 1;
-            more = frame.get_more();
-        }
-        let decoded = if count == 2 {
-            wire::decode_pair(topic, body, self.max)
-        } else {
-            Err(Error::Frames(count))
-        };
-        match decoded {
+        match inbox.decode(self.max) {
             Ok(env) => {
-                let t = std::mem::replace(topic, zmq::Message::new());
-                let b = std::mem::replace(body, zmq::Message::new());
+                let (topic, body) = inbox.take();
                 // PUB never blocks: a slow subscriber loses its own copy.
-                if self.publisher.send(t, zmq::SNDMORE | zmq::DONTWAIT).is_ok() {
-                    let _ = self.publisher.send(b, zmq::DONTWAIT);
+                if self.publisher.send(topic, zmq::SNDMORE | zmq::DONTWAIT).is_ok() {
+                    let _ = self.publisher.send(body, zmq::DONTWAIT);
                 }
                 self.stats.forwarded += 1;
                 self.deliver(env);

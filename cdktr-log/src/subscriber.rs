@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::BusConfig;
 use crate::error::{Error, Result};
+use crate::inbox::Inbox;
 use crate::wire::{self, Envelope, DEFAULT_MAX_MESSAGE_BYTES};
 
 /// Receives the live log stream from the principal's publishing port.
@@ -34,7 +35,7 @@ pub struct LogSubscriber {
     workflows: HashSet<String>,
     max: usize,
     rejected: u64,
-    frames: [zmq::Message; 3],
+    inbox: Inbox,
 }
 
 /// Configures a [`LogSubscriber`]; see [`LogSubscriber::builder`].
@@ -84,7 +85,7 @@ impl SubscriberBuilder {
             workflows: HashSet::new(),
             max: self.max_message_bytes,
             rejected: 0,
-            frames: [zmq::Message::new(), zmq::Message::new(), zmq::Message::new()],
+            inbox: Inbox::new(),
         };
         if self.workflows.is_empty() {
             sub.socket.set_subscribe(b"").map_err(Error::zmq("subscribe"))?;
@@ -186,32 +187,8 @@ impl LogSubscriber {
 
     /// A waiting message, or `None` without waiting.
     fn try_recv(&mut self) -> Result<Option<Envelope>> {
-        loop {
-            let [topic, body, extra] = &mut self.frames;
-            match self.socket.recv(topic, zmq::DONTWAIT) {
-                Ok(()) => {}
-                Err(zmq::Error::EAGAIN) => return Ok(None),
-                Err(e) => {
-                    return Err(Error::Zmq {
-                        op: "receive",
-                        source: e,
-                    })
-                }
-            }
-            let mut count = 1;
-            let mut more = topic.get_more();
-            while more {
-                let frame = if count == 1 { &mut *body } else { &mut *extra };
-                self.socket.recv(frame, 0).map_err(Error::zmq("receive"))?;
-                count += 1;
-                more = frame.get_more();
-            }
-            let decoded = if count == 2 {
-                wire::decode_pair(topic, body, self.max)
-            } else {
-                Err(Error::Frames(count))
-            };
-            match decoded {
+        while self.inbox.recv(&self.socket).map_err(Error::zmq("receive"))? {
+            match self.inbox.decode(self.max) {
                 Ok(env) if self.workflows.is_empty() || self.workflows.contains(&env.message.workflow_id) => {
                     return Ok(Some(env))
                 }
@@ -219,5 +196,6 @@ impl LogSubscriber {
                 Err(_) => self.rejected += 1,
             }
         }
+        Ok(None)
     }
 }
