@@ -73,7 +73,10 @@ fn bus(publishers: usize, each: usize) -> Duration {
         .map(|_| {
             let (config, messages) = (config.clone(), messages.clone());
             std::thread::spawn(move || {
-                let publisher = LogPublisher::connect(&config).unwrap();
+                let publisher = LogPublisher::builder(&config)
+                    .shutdown_timeout(Duration::from_secs(120))
+                    .start()
+                    .unwrap();
                 for m in messages {
                     publisher.publish(m).unwrap();
                 }
@@ -81,8 +84,14 @@ fn bus(publishers: usize, each: usize) -> Duration {
             })
         })
         .collect();
-    for _ in 0..publishers * each {
-        rx.recv().unwrap();
+    for n in 0..publishers * each {
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            let stats: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            panic!(
+                "stalled after {n} messages; manager {:?}; publishers {stats:?}",
+                manager.stats()
+            );
+        }
     }
     let elapsed = start.elapsed();
     for t in threads {
