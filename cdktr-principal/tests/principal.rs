@@ -166,6 +166,18 @@ fn a_port_in_use_or_a_bad_database_exit_non_zero_with_one_line() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CDKTR_LOGS_PUBLISHING_PORT"));
+
+    for bad in ["abc", "0", "", "-5"] {
+        let out = principal(&dir.path().join("c.db"), &bus)
+            .env("CDKTR_LOG_FLUSH_INTERVAL_MS", bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad:?} accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("CDKTR_LOG_FLUSH_INTERVAL_MS"),
+            "{bad:?}"
+        );
+    }
 }
 
 #[test]
