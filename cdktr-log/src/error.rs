@@ -73,7 +73,8 @@ pub enum Error {
     #[error("expected 2 frames (topic, body), got {0}")]
     Frames(usize),
 
-    /// A body frame is larger than the configured limit.
+    /// A message body (or, when publishing, a payload) is larger than the
+    /// configured limit.
     #[error("message body of {len} bytes exceeds the limit of {max} bytes")]
     Oversize {
         /// Size of the body frame.

@@ -47,6 +47,7 @@ pub struct LogPublisher {
     publisher_id: Arc<str>,
     worker: Option<JoinHandle<()>>,
     shutdown_timeout: Duration,
+    max_message_bytes: usize,
 }
 
 /// The workflow and task a [`TaskLogger`] writes for.
@@ -72,6 +73,7 @@ pub struct TaskContext {
 pub struct TaskLogger {
     tx: Sender<Command>,
     ctx: Arc<TaskContext>,
+    max_message_bytes: usize,
 }
 
 /// Counters of a publisher, as of the moment they are read.
@@ -99,6 +101,7 @@ pub struct PublisherBuilder {
     queue: usize,
     send_hwm: i32,
     shutdown_timeout: Duration,
+    max_message_bytes: usize,
 }
 
 enum Command {
@@ -141,6 +144,14 @@ impl PublisherBuilder {
     /// (default 16,384 messages); `publish` waits while it is full.
     pub fn queue_capacity(mut self, messages: usize) -> Self {
         self.queue = messages.max(1);
+        self
+    }
+
+    /// Largest encoded body sent (default 4 MiB, the manager's default
+    /// limit). `publish` refuses a message whose payload alone is larger;
+    /// one that still encodes larger is dropped and counted.
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
         self
     }
 
@@ -196,6 +207,7 @@ impl PublisherBuilder {
             body: Vec::with_capacity(512),
             flushes: Vec::new(),
             last_drop_warning: None,
+            max_body: self.max_message_bytes,
         };
         let worker = std::thread::Builder::new()
             .name("cdktr-log-publisher".into())
@@ -210,6 +222,7 @@ impl PublisherBuilder {
             publisher_id,
             worker: Some(worker),
             shutdown_timeout: self.shutdown_timeout,
+            max_message_bytes: self.max_message_bytes,
         })
     }
 }
@@ -224,6 +237,7 @@ impl LogPublisher {
             queue: 16_384,
             send_hwm: SEND_HWM,
             shutdown_timeout: Duration::from_secs(5),
+            max_message_bytes: wire::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 
@@ -241,8 +255,11 @@ impl LogPublisher {
     /// background thread is full, never on the network.
     ///
     /// # Errors
+    /// [`Error::Oversize`] if the payload exceeds
+    /// [`PublisherBuilder::max_message_bytes`] (split long lines before);
     /// [`Error::Closed`] if the background thread has stopped.
     pub fn publish(&self, message: LogMessage) -> Result<()> {
+        check_size(message.payload.len(), self.max_message_bytes)?;
         send(&self.tx, Command::Publish(message))
     }
 
@@ -251,6 +268,7 @@ impl LogPublisher {
         TaskLogger {
             tx: self.tx.clone(),
             ctx: Arc::new(ctx),
+            max_message_bytes: self.max_message_bytes,
         }
     }
 
@@ -329,13 +347,16 @@ impl TaskLogger {
     /// Queues one line with an explicit timestamp (ms since the Unix epoch).
     ///
     /// # Errors
+    /// [`Error::Oversize`] for a payload over the publisher's limit;
     /// [`Error::Closed`] if the publisher has shut down.
     pub fn log_at(&self, level: Level, timestamp_ms: i64, payload: impl Into<String>) -> Result<()> {
+        let payload = payload.into();
+        check_size(payload.len(), self.max_message_bytes)?;
         let cmd = Command::Task {
             ctx: self.ctx.clone(),
             level,
             timestamp_ms,
-            payload: payload.into(),
+            payload,
         };
         send(&self.tx, cmd)
     }
@@ -360,6 +381,13 @@ impl TaskLogger {
     pub fn error(&self, payload: impl Into<String>) -> Result<()> {
         self.log(Level::Error, payload)
     }
+}
+
+fn check_size(len: usize, max: usize) -> Result<()> {
+    if len > max {
+        return Err(Error::Oversize { len, max });
+    }
+    Ok(())
 }
 
 fn send(tx: &Sender<Command>, cmd: Command) -> Result<()> {
@@ -409,6 +437,7 @@ struct Worker {
     /// Flush requests, each waiting until every seq up to its own is sent.
     flushes: Vec<(u64, Sender<()>)>,
     last_drop_warning: Option<Instant>,
+    max_body: usize,
 }
 
 /// Messages ZeroMQ queues per connection before `send` reports no room.
@@ -482,10 +511,27 @@ impl Worker {
         self.seq += 1;
         self.stats.published += 1;
         wire::encode_fields(&self.publisher_id, self.seq, fields, &mut self.topic, &mut self.body);
-        // Keep order: while anything is retained, new messages queue behind it.
-        if self.buffer.is_empty() && try_send(&self.socket, &self.topic, &self.body) {
-            self.stats.sent += 1;
+        if self.body.len() > self.max_body {
+            // The manager would reject it, or drop the connection with
+            // everything in flight behind it.
+            self.stats.dropped += 1;
+            self.warn_drop("message larger than max_message_bytes");
             return;
+        }
+        // Keep order: while anything is retained, new messages queue behind it.
+        if self.buffer.is_empty() {
+            match try_send(&self.socket, &self.topic, &self.body) {
+                Sent::Yes => {
+                    self.stats.sent += 1;
+                    return;
+                }
+                Sent::Lost => {
+                    self.stats.dropped += 1;
+                    self.warn_drop("send failed");
+                    return;
+                }
+                Sent::NoRoom => {}
+            }
         }
         let size = self.topic.len() + self.body.len();
         if self.stats.buffered_bytes as usize + size > self.buffer_cap {
@@ -508,13 +554,19 @@ impl Worker {
     fn drain_buffer(&mut self) {
         while let Some(p) = self.buffer.front() {
             let (topic, body) = p.frames.split_at(p.split);
-            if !try_send(&self.socket, topic, body) {
+            let sent = try_send(&self.socket, topic, body);
+            if matches!(sent, Sent::NoRoom) {
                 break;
             }
-            self.stats.sent += 1;
             self.stats.buffered -= 1;
             self.stats.buffered_bytes -= p.frames.len() as u64;
             self.buffer.pop_front();
+            if matches!(sent, Sent::Yes) {
+                self.stats.sent += 1;
+            } else {
+                self.stats.dropped += 1;
+                self.warn_drop("send failed");
+            }
         }
     }
 
@@ -586,22 +638,32 @@ impl Worker {
     }
 }
 
-/// Sends both frames without waiting; false when the socket has no room
-/// (nothing was sent then).
-fn try_send(socket: &zmq::Socket, topic: &[u8], body: &[u8]) -> bool {
+enum Sent {
+    Yes,
+    /// The socket has no room; nothing was sent, try again later.
+    NoRoom,
+    /// The topic went but the body did not: the message is lost.
+    Lost,
+}
+
+/// Sends both frames without waiting.
+fn try_send(socket: &zmq::Socket, topic: &[u8], body: &[u8]) -> Sent {
     match socket.send(topic, zmq::SNDMORE | zmq::DONTWAIT) {
         Ok(()) => {}
-        Err(zmq::Error::EAGAIN) => return false,
+        Err(zmq::Error::EAGAIN) => return Sent::NoRoom,
         Err(e) => {
-            log::error!("log publisher: send failed: {e}");
-            return false;
+            log::error!("log publisher: send failed, will retry: {e}");
+            return Sent::NoRoom;
         }
     }
-    // Once the first frame is in, ZeroMQ always takes the rest.
-    if let Err(e) = socket.send(body, 0) {
-        log::error!("log publisher: send of body frame failed: {e}");
+    // Once the first frame is in, ZeroMQ takes the rest; should it not, say so.
+    match socket.send(body, 0) {
+        Ok(()) => Sent::Yes,
+        Err(e) => {
+            log::error!("log publisher: body frame refused, message lost: {e}");
+            Sent::Lost
+        }
     }
-    true
 }
 
 /// A random id, so that two publishers never share a sequence space.

@@ -561,3 +561,32 @@ fn task_loggers_fill_in_the_context_and_fail_once_closed() {
     assert!(matches!(log.info("late"), Err(cdktr_log::Error::Closed(_))));
     drop(manager);
 }
+
+#[test]
+fn oversize_messages_are_refused_or_counted_never_sent() {
+    let (manager, sink) = start(&any_ports(), 1000);
+    let publisher = LogPublisher::builder(manager.config())
+        .max_message_bytes(1000)
+        .start()
+        .unwrap();
+    // The payload alone is over the limit: the caller hears about it.
+    let err = publisher.publish(msg("wf", "x".repeat(1001))).unwrap_err();
+    assert!(
+        matches!(err, cdktr_log::Error::Oversize { len: 1001, max: 1000 }),
+        "{err}"
+    );
+    let log = publisher.task_logger(cdktr_log::TaskContext::default());
+    assert!(matches!(
+        log.info("y".repeat(1001)),
+        Err(cdktr_log::Error::Oversize { .. })
+    ));
+    // Under the limit, but not once encoded: dropped and counted, not sent.
+    publisher.publish(msg("wf", "z".repeat(990))).unwrap();
+    publisher.publish(msg("wf", "fits")).unwrap();
+    let got = take(&sink, 1);
+    assert_eq!(got[0].message.payload, "fits");
+    assert_eq!(got[0].seq, 2, "the dropped message leaves a visible gap");
+    let stats = publisher.shutdown().unwrap();
+    assert_eq!((stats.published, stats.sent, stats.dropped), (2, 1, 1));
+    assert_eq!(manager.shutdown().unwrap().rejected, 0);
+}

@@ -155,8 +155,8 @@ impl Principal {
     }
 
     /// Runs a log query that sees every line the persister has received,
-    /// written or not: pending lines are flushed first (a no-op when none
-    /// are pending). This is how a line is queryable within a moment of its
+    /// written or not: pending lines are flushed first (nothing is written
+    /// when none are pending). This is how a line is queryable within a moment of its
     /// arrival although batches are otherwise written every 30 s; frequent
     /// queries only make the batches smaller.
     ///
@@ -166,10 +166,8 @@ impl Principal {
     /// # Errors
     /// [`Error::Store`] for an invalid query or a failing read.
     pub fn query_logs(&self, query: &cdktr_store::LogQuery) -> Result<Vec<cdktr_log::LogMessage>> {
-        if self.persister.stats().pending > 0 || !self.persister.sender().is_empty() {
-            if let Err(e) = self.persister.flush_now(Duration::from_secs(10)) {
-                log::warn!("query: pending lines could not be written first: {e}");
-            }
+        if let Err(e) = self.persister.flush_now(Duration::from_secs(10)) {
+            log::warn!("query: pending lines could not be written first: {e}");
         }
         Ok(self.store.query_logs(query)?)
     }
