@@ -1,4 +1,5 @@
-//! Where the bus lives: the principal's host and its two log ports.
+//! Where the principal lives: its host, the bus's two log ports and the
+//! API port.
 
 use crate::error::{Error, Result};
 
@@ -8,6 +9,8 @@ pub const ENV_HOST: &str = "CDKTR_PRINCIPAL_HOST";
 pub const ENV_LISTENING_PORT: &str = "CDKTR_LOGS_LISTENING_PORT";
 /// Env var naming the port subscribers read logs from (default 5563).
 pub const ENV_PUBLISHING_PORT: &str = "CDKTR_LOGS_PUBLISHING_PORT";
+/// Env var naming the principal's API port (default 5561).
+pub const ENV_PRINCIPAL_PORT: &str = "CDKTR_PRINCIPAL_PORT";
 
 /// The addresses of the log bus, shared by publishers, the manager and
 /// subscribers. The manager binds these; the others connect to them.
@@ -47,14 +50,7 @@ impl BusConfig {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<BusConfig> {
         let mut c = BusConfig::default();
         if let Some(h) = get(ENV_HOST) {
-            if h.trim().is_empty() {
-                return Err(Error::InvalidEnv {
-                    var: ENV_HOST,
-                    value: h,
-                    reason: "empty host",
-                });
-            }
-            c.host = h.trim().to_owned();
+            c.host = parse_host(h)?;
         }
         if let Some(p) = get(ENV_LISTENING_PORT) {
             c.listening_port = parse_port(ENV_LISTENING_PORT, p)?;
@@ -74,6 +70,63 @@ impl BusConfig {
     pub fn publishing_endpoint(&self) -> String {
         endpoint(&self.host, self.publishing_port)
     }
+}
+
+/// The address of the principal's request/reply API (see `docs/api.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Host of the principal.
+    pub host: String,
+    /// The API port. 0 binds any free port.
+    pub port: u16,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            host: "127.0.0.1".into(),
+            port: 5561,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// Reads `CDKTR_PRINCIPAL_HOST` and `CDKTR_PRINCIPAL_PORT`; unset
+    /// variables take their defaults.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEnv`], naming the variable.
+    pub fn from_env() -> Result<ApiConfig> {
+        Self::from_lookup(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()))
+    }
+
+    /// As [`from_env`](Self::from_env), reading variables through `get`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<ApiConfig> {
+        let mut c = ApiConfig::default();
+        if let Some(h) = get(ENV_HOST) {
+            c.host = parse_host(h)?;
+        }
+        if let Some(p) = get(ENV_PRINCIPAL_PORT) {
+            c.port = parse_port(ENV_PRINCIPAL_PORT, p)?;
+        }
+        Ok(c)
+    }
+
+    /// `tcp://host:port`.
+    pub fn endpoint(&self) -> String {
+        endpoint(&self.host, self.port)
+    }
+}
+
+fn parse_host(h: String) -> Result<String> {
+    if h.trim().is_empty() {
+        return Err(Error::InvalidEnv {
+            var: ENV_HOST,
+            value: h,
+            reason: "empty host",
+        });
+    }
+    Ok(h.trim().to_owned())
 }
 
 /// Parses a port from the environment, naming `var` in the error.
@@ -134,6 +187,18 @@ mod tests {
                 publishing_port: 7001
             }
         );
+    }
+
+    #[test]
+    fn api_config_reads_host_and_port() {
+        assert_eq!(
+            ApiConfig::from_lookup(lookup(&[])).unwrap().endpoint(),
+            "tcp://127.0.0.1:5561"
+        );
+        let c = ApiConfig::from_lookup(lookup(&[(ENV_HOST, "::1"), (ENV_PRINCIPAL_PORT, "6000")])).unwrap();
+        assert_eq!(c.endpoint(), "tcp://[::1]:6000");
+        let err = ApiConfig::from_lookup(lookup(&[(ENV_PRINCIPAL_PORT, "x")])).unwrap_err();
+        assert!(err.to_string().contains(ENV_PRINCIPAL_PORT), "{err}");
     }
 
     #[test]

@@ -22,6 +22,37 @@ pub enum Error {
     #[error("unknown log level {0:?} (expected TRACE, DEBUG, INFO, WARN or ERROR)")]
     UnknownLevel(String),
 
+    /// A string is not one of the run statuses.
+    #[error("unknown status {0:?} (expected PENDING, RUNNING, WAITING, COMPLETED, FAILED or CRASHED)")]
+    UnknownStatus(String),
+
+    /// A log query cannot be answered as stated.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+
+    /// The principal did not answer an API request in time: it is not
+    /// running, not at that address, or overloaded.
+    #[error("no answer from the principal at {endpoint} within {after:?}")]
+    Timeout {
+        /// The API endpoint.
+        endpoint: String,
+        /// How long the client waited.
+        after: Duration,
+    },
+
+    /// The principal answered an API request with an error.
+    #[error("the principal refused the request ({kind}): {message}")]
+    Api {
+        /// The error's kind, e.g. `invalid` (see `docs/api.md`).
+        kind: crate::api::ErrorKind,
+        /// What the principal said.
+        message: String,
+    },
+
+    /// An API reply could not be decoded or was not the reply expected.
+    #[error("unexpected reply from the principal: {0}")]
+    Reply(String),
+
     /// A socket could not be bound, usually because the port is in use.
     #[error("cannot bind {endpoint}: {source}")]
     Bind {

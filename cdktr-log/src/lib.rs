@@ -53,19 +53,25 @@
 //! `CDKTR_LOGS_PUBLISHING_PORT` (5563).
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod config;
 mod error;
 mod inbox;
 pub mod manager;
 pub mod message;
 pub mod publisher;
+pub mod query;
+pub mod status;
 pub mod subscriber;
 pub mod wire;
 
-pub use config::BusConfig;
+pub use api::ApiClient;
+pub use config::{ApiConfig, BusConfig};
 pub use error::{Error, Result};
 pub use manager::{LogManager, ManagerBuilder, ManagerStats};
 pub use message::{Level, LogMessage};
 pub use publisher::{LogPublisher, PublisherBuilder, PublisherStats, TaskContext, TaskLogger};
+pub use query::{LevelFilter, LogPage, LogQuery, Order};
+pub use status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
 pub use subscriber::{LogSubscriber, SubscriberBuilder};
 pub use wire::Envelope;

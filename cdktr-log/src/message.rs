@@ -147,6 +147,22 @@ pub fn rfc3339_ms(timestamp_ms: i64) -> String {
     }
 }
 
+/// `s` with control characters escaped as in [`LogMessage::display`], so
+/// that a hostile string cannot break a line or a table apart.
+pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
+    struct Escaped<'a>(&'a str);
+    impl fmt::Display for Escaped<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write_escaped(f, self.0)
+        }
+    }
+    if s.chars().any(char::is_control) {
+        Escaped(s).to_string().into()
+    } else {
+        s.into()
+    }
+}
+
 fn write_escaped(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
     if !s.chars().any(char::is_control) {
         return f.write_str(s);

@@ -70,6 +70,6 @@ mod store;
 
 pub use error::{Error, Result};
 pub use persister::{Persister, PersisterConfig, PersisterStats};
-pub use query::{LevelFilter, LogQuery, Order};
+pub use query::{Cursor, LevelFilter, LogPage, LogQuery, Order};
 pub use status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
 pub use store::{Location, Store, SCHEMA_VERSION};

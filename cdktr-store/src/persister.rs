@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -105,8 +105,12 @@ pub struct Persister {
     input: Sender<Envelope>,
     ctrl: Sender<Ctrl>,
     counters: Arc<Counters>,
+    written: Marks,
     worker: Option<JoinHandle<Result<()>>>,
 }
+
+/// Each publisher's highest sequence number in the database.
+type Marks = Arc<Mutex<HashMap<String, u64>>>;
 
 enum Ctrl {
     Flush(Sender<Result<()>>),
@@ -138,6 +142,7 @@ impl Persister {
             .try_clone()
             .map_err(Error::db("opening the persister's connection"))?;
         let marks = load_marks(&conn)?;
+        let written = Arc::new(Mutex::new(marks.clone()));
         let (input, rx) = bounded(config.channel_capacity.max(1));
         let (ctrl, ctrl_rx) = bounded(16);
         let counters = Arc::new(Counters::default());
@@ -150,6 +155,7 @@ impl Persister {
             pending: Vec::new(),
             stats: PersisterStats::default(),
             counters: counters.clone(),
+            written: written.clone(),
             failing: false,
             inject_failures: 0,
         };
@@ -161,6 +167,7 @@ impl Persister {
             input,
             ctrl,
             counters,
+            written,
             worker: Some(worker),
         })
     }
@@ -186,6 +193,15 @@ impl Persister {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::FlushTimeout(timeout)),
             Err(_) => Err(Error::Closed),
         }
+    }
+
+    /// The highest sequence number of `publisher_id` that is in the
+    /// database; 0 when none is. Answered from memory, kept in step with
+    /// each committed batch (the same as
+    /// [`Store::publisher_watermark`]).
+    pub fn watermark(&self, publisher_id: &str) -> u64 {
+        let marks = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        marks.get(publisher_id).copied().unwrap_or(0)
     }
 
     /// The counters as of now.
@@ -236,6 +252,21 @@ impl Drop for Persister {
     }
 }
 
+impl Store {
+    /// The highest sequence number of `publisher_id` that is in the
+    /// database (written in the same transaction as its rows); 0 when none
+    /// is. Everything the publisher sent up to it is stored, gaps aside.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub fn publisher_watermark(&self, publisher_id: &str) -> Result<u64> {
+        self.conn()
+            .prepare_cached("SELECT coalesce(max(seq), 0)::UBIGINT FROM publisher_watermark WHERE publisher_id = ?")
+            .and_then(|mut s| s.query_row([publisher_id], |r| r.get::<_, u64>(0)))
+            .map_err(Error::db("reading a publisher watermark"))
+    }
+}
+
 fn load_marks(conn: &Connection) -> Result<HashMap<String, u64>> {
     let read = || Error::db("reading publisher watermarks");
     let mut stmt = conn
@@ -257,6 +288,7 @@ struct Worker {
     pending: Vec<Envelope>,
     stats: PersisterStats,
     counters: Arc<Counters>,
+    written: Marks,
     /// The last write failed: wait for the interval before the next.
     failing: bool,
     inject_failures: u32,
@@ -336,6 +368,11 @@ impl Worker {
             return Ok(());
         }
         let start = Instant::now();
+        let mut marks: HashMap<&str, u64> = HashMap::new();
+        for e in &self.pending {
+            let m = marks.entry(&e.publisher_id).or_default();
+            *m = (*m).max(e.seq);
+        }
         let result = if self.inject_failures > 0 {
             self.inject_failures -= 1;
             Err(Error::Db {
@@ -343,10 +380,16 @@ impl Worker {
                 source: duckdb::Error::ToSqlConversionFailure("injected write failure".into()),
             })
         } else {
-            write_batch(&mut self.conn, &self.pending).map_err(Error::db("writing a batch"))
+            write_batch(&mut self.conn, &self.pending, &marks).map_err(Error::db("writing a batch"))
         };
         match result {
             Ok(()) => {
+                let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+                for (publisher, seq) in marks {
+                    let w = written.entry(publisher.to_owned()).or_default();
+                    *w = (*w).max(seq);
+                }
+                drop(written);
                 self.stats.persisted += self.pending.len() as u64;
                 self.stats.batches += 1;
                 self.stats.last_flush = start.elapsed();
@@ -397,12 +440,7 @@ impl Worker {
 }
 
 /// Writes the batch and each publisher's new mark in one transaction.
-fn write_batch(conn: &mut Connection, batch: &[Envelope]) -> duckdb::Result<()> {
-    let mut marks: HashMap<&str, u64> = HashMap::new();
-    for e in batch {
-        let m = marks.entry(&e.publisher_id).or_default();
-        *m = (*m).max(e.seq);
-    }
+fn write_batch(conn: &mut Connection, batch: &[Envelope], marks: &HashMap<&str, u64>) -> duckdb::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut app = tx.appender("logstore")?;
@@ -426,7 +464,7 @@ fn write_batch(conn: &mut Connection, batch: &[Envelope]) -> duckdb::Result<()> 
         let now = chrono_now_ms();
         let mut app = tx.appender("publisher_watermark")?;
         for (publisher, seq) in marks {
-            app.append_row(params![publisher, seq, now])?;
+            app.append_row(params![*publisher, *seq, now])?;
         }
         app.flush()?;
     }

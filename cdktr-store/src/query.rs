@@ -1,8 +1,8 @@
 //! QueryLogs: typed log queries, compiled to parameterized SQL.
 
-use std::time::Duration;
-
 use cdktr_log::{Level, LogMessage};
+
+pub use cdktr_log::query::{Cursor, LevelFilter, LogPage, LogQuery, Order, DEFAULT_LIMIT, DEFAULT_WINDOW};
 use duckdb::arrow::array::{Array, AsArray, RecordBatch};
 use duckdb::arrow::datatypes::{DataType, Int64Type};
 use duckdb::types::Value;
@@ -10,163 +10,83 @@ use duckdb::types::Value;
 use crate::error::{Error, Result};
 use crate::store::{chrono_now_ms, Store};
 
-/// How far back a query looks when it names no start time.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(24 * 3600);
-/// Rows returned when a query names no limit.
-pub const DEFAULT_LIMIT: usize = 1000;
-
-/// Which levels a query matches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LevelFilter {
-    /// This level and every more severe one.
-    AtLeast(Level),
-    /// Exactly these levels.
-    AnyOf(Vec<Level>),
-}
-
-/// Result order, by timestamp (ties in insertion order).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Order {
-    /// Oldest first (the default).
-    #[default]
-    OldestFirst,
-    /// Newest first.
-    NewestFirst,
-}
-
-/// A query over `logstore`. Every filter is optional; unset filters match
-/// everything. No string in it is ever formatted into SQL text: each is a
-/// bound parameter.
-///
-/// ```
-/// use cdktr_store::{LogQuery, LevelFilter, Order};
-/// use cdktr_log::Level;
-///
-/// let q = LogQuery {
-///     workflow_instance_id: Some("etl-20261127-1".into()),
-///     levels: Some(LevelFilter::AtLeast(Level::Warn)),
-///     order: Order::NewestFirst,
-///     limit: Some(50),
-///     ..LogQuery::default()
-/// };
-/// # let _ = q;
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LogQuery {
-    /// First millisecond included. Default: 24 hours before `end_ms`, or
-    /// before now when there is no end either.
-    pub start_ms: Option<i64>,
-    /// First millisecond excluded. Default: no upper bound.
-    pub end_ms: Option<i64>,
-    /// Exact workflow id.
-    pub workflow_id: Option<String>,
-    /// Exact workflow instance id.
-    pub workflow_instance_id: Option<String>,
-    /// Exact task name.
-    pub task_name: Option<String>,
-    /// Exact task instance id.
-    pub task_instance_id: Option<String>,
-    /// Levels to match.
-    pub levels: Option<LevelFilter>,
-    /// Matches payloads containing this text, literally (case-sensitive; no
-    /// wildcards).
-    pub payload_contains: Option<String>,
-    /// Most rows returned (default 1000; must not be 0).
-    pub limit: Option<usize>,
-    /// Result order.
-    pub order: Order,
-}
-
-impl LogQuery {
-    /// Parses level names (as [`Level`]'s `FromStr` accepts them) into an
-    /// [`LevelFilter::AnyOf`].
-    ///
-    /// # Errors
-    /// [`Error::InvalidQuery`] naming the first unknown level.
-    pub fn levels_from<S: AsRef<str>>(names: &[S]) -> Result<LevelFilter> {
-        let levels = names
-            .iter()
-            .map(|n| {
-                n.as_ref()
-                    .parse::<Level>()
-                    .map_err(|e| Error::InvalidQuery(e.to_string()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(LevelFilter::AnyOf(levels))
+/// Compiles a query to SQL text and its parameters, as of `now_ms`. The
+/// SQL also selects `rowid`, last, for the page cursor. With `max_bytes`,
+/// rows stop once the text of those before them reaches it (the first row
+/// always comes).
+fn compile(q: &LogQuery, now_ms: i64, max_bytes: Option<usize>) -> Result<(String, Vec<Value>)> {
+    let (start, end, limit) = q.resolve(now_ms).map_err(|e| match e {
+        cdktr_log::Error::InvalidQuery(m) => Error::InvalidQuery(m),
+        other => Error::InvalidQuery(other.to_string()),
+    })?;
+    let mut sql = String::from(
+        "SELECT workflow_id, workflow_name, workflow_instance_id, task_name, task_instance_id, \
+         timestamp_ms, level, payload, rowid AS row_n FROM logstore WHERE timestamp_ms >= ?",
+    );
+    let mut params = vec![Value::BigInt(start)];
+    if let Some(end) = end {
+        sql.push_str(" AND timestamp_ms < ?");
+        params.push(Value::BigInt(end));
     }
-
-    /// The SQL text and its parameters.
-    ///
-    /// # Errors
-    /// [`Error::InvalidQuery`] when the start is after the end, the limit is
-    /// 0, or the level set is empty.
-    pub fn compile(&self) -> Result<(String, Vec<Value>)> {
-        self.compile_at(chrono_now_ms())
+    for (column, value) in [
+        ("workflow_id", &q.workflow_id),
+        ("workflow_instance_id", &q.workflow_instance_id),
+        ("task_name", &q.task_name),
+        ("task_instance_id", &q.task_instance_id),
+    ] {
+        if let Some(v) = value {
+            sql.push_str(" AND ");
+            sql.push_str(column);
+            sql.push_str(" = ?");
+            params.push(Value::Text(v.clone()));
+        }
     }
-
-    fn compile_at(&self, now_ms: i64) -> Result<(String, Vec<Value>)> {
-        let window = DEFAULT_WINDOW.as_millis() as i64;
-        let start = self
-            .start_ms
-            .unwrap_or_else(|| self.end_ms.unwrap_or(now_ms).saturating_sub(window));
-        if let Some(end) = self.end_ms {
-            if start > end {
-                return Err(Error::InvalidQuery(format!("start {start} is after end {end}")));
-            }
+    if let Some(filter) = &q.levels {
+        let levels = filter.levels().map_err(|e| Error::InvalidQuery(e.to_string()))?;
+        sql.push_str(" AND level IN (");
+        for (i, l) in levels.iter().enumerate() {
+            sql.push_str(if i == 0 { "?" } else { ", ?" });
+            params.push(Value::Text(l.as_str().into()));
         }
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if limit == 0 {
-            return Err(Error::InvalidQuery("limit must be at least 1".into()));
-        }
-        let mut sql = String::from(
-            "SELECT workflow_id, workflow_name, workflow_instance_id, task_name, task_instance_id, \
-             timestamp_ms, level, payload FROM logstore WHERE timestamp_ms >= ?",
+        sql.push(')');
+    }
+    if let Some(text) = &q.payload_contains {
+        // strpos is literal: no LIKE wildcards to escape.
+        sql.push_str(" AND strpos(payload, ?) > 0");
+        params.push(Value::Text(text.clone()));
+    }
+    let (cmp, dir) = match q.order {
+        Order::OldestFirst => (">", "ASC"),
+        Order::NewestFirst => ("<", "DESC"),
+    };
+    if let Some(after) = q.after {
+        sql.push_str(&format!(
+            " AND (timestamp_ms {cmp} ? OR (timestamp_ms = ? AND rowid {cmp} ?))"
+        ));
+        params.extend([
+            Value::BigInt(after.timestamp_ms),
+            Value::BigInt(after.timestamp_ms),
+            Value::BigInt(after.row),
+        ]);
+    }
+    let order = format!(" ORDER BY timestamp_ms {dir}, row_n {dir}");
+    sql.push_str(&order);
+    sql.push_str(" LIMIT ?");
+    params.push(Value::UBigInt(limit as u64));
+    if let Some(max) = max_bytes {
+        // Sizes are summed over the limited rows only, never the whole table.
+        sql = format!(
+            "SELECT * EXCLUDE (bytes_before) FROM ( \
+                 SELECT *, count(*) OVER () AS limited_n, sum(strlen(payload) + strlen(workflow_id) + strlen(workflow_name) \
+                              + strlen(workflow_instance_id) + strlen(task_name) + strlen(task_instance_id)) \
+                          OVER (ORDER BY timestamp_ms {dir}, row_n {dir} \
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS bytes_before \
+                 FROM ({sql})) \
+             WHERE coalesce(bytes_before, 0) < ?{order}"
         );
-        let mut params = vec![Value::BigInt(start)];
-        if let Some(end) = self.end_ms {
-            sql.push_str(" AND timestamp_ms < ?");
-            params.push(Value::BigInt(end));
-        }
-        for (column, value) in [
-            ("workflow_id", &self.workflow_id),
-            ("workflow_instance_id", &self.workflow_instance_id),
-            ("task_name", &self.task_name),
-            ("task_instance_id", &self.task_instance_id),
-        ] {
-            if let Some(v) = value {
-                sql.push_str(" AND ");
-                sql.push_str(column);
-                sql.push_str(" = ?");
-                params.push(Value::Text(v.clone()));
-            }
-        }
-        if let Some(filter) = &self.levels {
-            let levels: Vec<Level> = match filter {
-                LevelFilter::AtLeast(min) => Level::ALL.into_iter().filter(|l| l >= min).collect(),
-                LevelFilter::AnyOf(set) if set.is_empty() => {
-                    return Err(Error::InvalidQuery("the set of levels is empty".into()))
-                }
-                LevelFilter::AnyOf(set) => set.clone(),
-            };
-            sql.push_str(" AND level IN (");
-            for (i, l) in levels.iter().enumerate() {
-                sql.push_str(if i == 0 { "?" } else { ", ?" });
-                params.push(Value::Text(l.as_str().into()));
-            }
-            sql.push(')');
-        }
-        if let Some(text) = &self.payload_contains {
-            // strpos is literal: no LIKE wildcards to escape.
-            sql.push_str(" AND strpos(payload, ?) > 0");
-            params.push(Value::Text(text.clone()));
-        }
-        sql.push_str(match self.order {
-            Order::OldestFirst => " ORDER BY timestamp_ms ASC, rowid ASC LIMIT ?",
-            Order::NewestFirst => " ORDER BY timestamp_ms DESC, rowid DESC LIMIT ?",
-        });
-        params.push(Value::UBigInt(limit as u64));
-        Ok((sql, params))
+        params.push(Value::UBigInt(max as u64));
     }
+    Ok((sql, params))
 }
 
 impl Store {
@@ -179,7 +99,23 @@ impl Store {
     /// # Errors
     /// [`Error::InvalidQuery`] as [`LogQuery::compile`]; [`Error::Db`].
     pub fn query_logs(&self, query: &LogQuery) -> Result<Vec<LogMessage>> {
-        let (sql, params) = query.compile()?;
+        Ok(self.run(query, None)?.lines)
+    }
+
+    /// Runs a log query for one page: at most the query's limit in lines,
+    /// and no more lines once `max_bytes` of text is reached (one line
+    /// always comes). `next` is set when more lines may follow; pass it as
+    /// the query's `after` to continue. Rows that arrive meanwhile with a
+    /// timestamp before the cursor are not seen by later pages.
+    ///
+    /// # Errors
+    /// As [`query_logs`](Self::query_logs).
+    pub fn query_page(&self, query: &LogQuery, max_bytes: usize) -> Result<LogPage> {
+        self.run(query, Some(max_bytes))
+    }
+
+    fn run(&self, query: &LogQuery, max_bytes: Option<usize>) -> Result<LogPage> {
+        let (sql, params) = compile(query, chrono_now_ms(), max_bytes)?;
         let conn = self.conn();
         let op = "querying logs";
         let mut stmt = conn.prepare_cached(&sql).map_err(Error::db(op))?;
@@ -187,15 +123,26 @@ impl Store {
             .query_arrow(duckdb::params_from_iter(params))
             .map_err(Error::db(op))?
             .collect();
-        let mut out = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+        let mut lines = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+        let (mut last, mut limited) = (None, 0);
         for b in &batches {
-            rows_from_batch(b, &mut out)?;
+            if let Some((cursor, n)) = rows_from_batch(b, &mut lines)? {
+                (last, limited) = (Some(cursor), n);
+            }
         }
-        Ok(out)
+        let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+        // Full, or cut short by the byte cap: more may follow.
+        let more = lines.len() >= limit || limited > lines.len();
+        Ok(LogPage {
+            next: if more { last } else { None },
+            lines,
+        })
     }
 }
 
-fn rows_from_batch(b: &RecordBatch, out: &mut Vec<LogMessage>) -> Result<()> {
+/// Appends a batch's rows; returns the cursor of its last row and, when
+/// the byte cap applied, how many rows the limit alone would have given.
+fn rows_from_batch(b: &RecordBatch, out: &mut Vec<LogMessage>) -> Result<Option<(Cursor, usize)>> {
     let text = |i: usize| -> Result<Vec<String>> { strings(b.column(i).as_ref()) };
     let (wid, wname, wiid, tname, tiid) = (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
     let ts = b
@@ -203,6 +150,10 @@ fn rows_from_batch(b: &RecordBatch, out: &mut Vec<LogMessage>) -> Result<()> {
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| Error::InvalidQuery("timestamp_ms is not BIGINT".into()))?;
     let (level, payload) = (text(6)?, text(7)?);
+    let row_n = b
+        .column(8)
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| Error::InvalidQuery("rowid is not BIGINT".into()))?;
     let rows = wid
         .into_iter()
         .zip(wname)
@@ -230,7 +181,18 @@ fn rows_from_batch(b: &RecordBatch, out: &mut Vec<LogMessage>) -> Result<()> {
             payload,
         });
     }
-    Ok(())
+    let n = b.num_rows();
+    let limited = match b.columns().get(9).and_then(|c| c.as_primitive_opt::<Int64Type>()) {
+        Some(c) if n > 0 => c.value(0) as usize,
+        _ => 0,
+    };
+    Ok((n > 0).then(|| {
+        let cursor = Cursor {
+            timestamp_ms: ts.value(n - 1),
+            row: row_n.value(n - 1),
+        };
+        (cursor, limited)
+    }))
 }
 
 /// A string column as owned strings, whichever Arrow string layout DuckDB
@@ -268,18 +230,12 @@ mod tests {
 
     #[test]
     fn defaults_to_the_last_24_hours_and_1000_rows() {
-        let (sql, params) = LogQuery::default().compile_at(100_000_000).unwrap();
-        assert!(sql.ends_with("ORDER BY timestamp_ms ASC, rowid ASC LIMIT ?"), "{sql}");
+        let (sql, params) = compile(&LogQuery::default(), 100_000_000, None).unwrap();
+        assert!(sql.ends_with("ORDER BY timestamp_ms ASC, row_n ASC LIMIT ?"), "{sql}");
         assert_eq!(
             params,
             vec![Value::BigInt(100_000_000 - 86_400_000), Value::UBigInt(1000)]
         );
-        let q = LogQuery {
-            end_ms: Some(90_000_000),
-            ..Default::default()
-        };
-        let (_, params) = q.compile_at(100_000_000).unwrap();
-        assert_eq!(params[0], Value::BigInt(90_000_000 - 86_400_000));
     }
 
     #[test]
@@ -293,35 +249,17 @@ mod tests {
             payload_contains: Some(evil.clone()),
             ..Default::default()
         };
-        let (sql, params) = q.compile().unwrap();
+        let (sql, params) = compile(&q, 0, Some(10)).unwrap();
         assert!(!sql.contains("DROP"), "{sql}");
         assert_eq!(params.iter().filter(|p| **p == Value::Text(evil.clone())).count(), 5);
     }
 
     #[test]
     fn invalid_queries_are_typed_errors() {
-        let bad = [
-            LogQuery {
-                start_ms: Some(10),
-                end_ms: Some(9),
-                ..Default::default()
-            },
-            LogQuery {
-                limit: Some(0),
-                ..Default::default()
-            },
-            LogQuery {
-                levels: Some(LevelFilter::AnyOf(vec![])),
-                ..Default::default()
-            },
-        ];
-        for q in bad {
-            assert!(matches!(q.compile(), Err(Error::InvalidQuery(_))), "{q:?}");
-        }
-        assert!(matches!(LogQuery::levels_from(&["warn", "loud"]), Err(Error::InvalidQuery(m)) if m.contains("loud")));
-        assert_eq!(
-            LogQuery::levels_from(&["warning", "ERROR"]).unwrap(),
-            LevelFilter::AnyOf(vec![Level::Warn, Level::Error])
-        );
+        let q = LogQuery {
+            limit: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(compile(&q, 0, None), Err(Error::InvalidQuery(_))));
     }
 }

@@ -1,124 +1,11 @@
 //! Workflow and task status history: insert-only, one row per change.
 
-use std::fmt;
-use std::str::FromStr;
-
 use duckdb::params;
+
+pub use cdktr_log::status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
 
 use crate::error::{Error, Result};
 use crate::store::Store;
-
-/// The state of a workflow or task run (the `run_status` ENUM).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RunStatus {
-    /// Scheduled, not started.
-    Pending,
-    /// Executing.
-    Running,
-    /// Paused, waiting on something outside it.
-    Waiting,
-    /// Finished successfully.
-    Completed,
-    /// Finished unsuccessfully.
-    Failed,
-    /// Its agent stopped reporting while it ran.
-    Crashed,
-}
-
-impl RunStatus {
-    /// Every status, in the ENUM's order.
-    pub const ALL: [RunStatus; 6] = [
-        RunStatus::Pending,
-        RunStatus::Running,
-        RunStatus::Waiting,
-        RunStatus::Completed,
-        RunStatus::Failed,
-        RunStatus::Crashed,
-    ];
-
-    /// The upper-case name stored in the database.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Pending => "PENDING",
-            RunStatus::Running => "RUNNING",
-            RunStatus::Waiting => "WAITING",
-            RunStatus::Completed => "COMPLETED",
-            RunStatus::Failed => "FAILED",
-            RunStatus::Crashed => "CRASHED",
-        }
-    }
-
-    /// True for the statuses a run never leaves.
-    pub const fn is_final(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Crashed)
-    }
-}
-
-impl fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl FromStr for RunStatus {
-    type Err = Error;
-
-    /// Accepts the names in any case.
-    fn from_str(s: &str) -> Result<RunStatus> {
-        RunStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| Error::UnknownStatus(s.to_owned()))
-    }
-}
-
-/// One row of an instance's timeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusChange {
-    /// `None` for the workflow's own status; the task's id and instance id
-    /// for a task's.
-    pub task: Option<(String, String)>,
-    /// The new status.
-    pub status: RunStatus,
-    /// When it changed, in ms since the Unix epoch.
-    pub timestamp_ms: i64,
-}
-
-/// A workflow instance with its current status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkflowRun {
-    /// The workflow definition.
-    pub workflow_id: String,
-    /// The instance.
-    pub workflow_instance_id: String,
-    /// Its most recent status.
-    pub status: RunStatus,
-    /// Its first status change.
-    pub first_ms: i64,
-    /// Its most recent status change.
-    pub last_ms: i64,
-}
-
-/// Which instances [`Store::recent_workflows`] returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecentWorkflows {
-    /// Most instances returned (must not be 0).
-    pub limit: usize,
-    /// Only this workflow's instances.
-    pub workflow_id: Option<String>,
-    /// Only instances whose current status is this.
-    pub status: Option<RunStatus>,
-}
-
-impl Default for RecentWorkflows {
-    fn default() -> Self {
-        RecentWorkflows {
-            limit: 20,
-            workflow_id: None,
-            status: None,
-        }
-    }
-}
 
 impl Store {
     /// Records a workflow instance's status change.
@@ -197,7 +84,7 @@ impl Store {
             None => Ok(None),
             Some(row) => {
                 let (status, ts) = row.map_err(Error::db(op))?;
-                Ok(Some((status.parse()?, ts)))
+                Ok(Some((parse_status(status)?, ts)))
             }
         }
     }
@@ -237,7 +124,7 @@ impl Store {
             let (task_id, task_instance_id, status, timestamp_ms) = row.map_err(Error::db(op))?;
             out.push(StatusChange {
                 task: task_id.zip(task_instance_id),
-                status: status.parse()?,
+                status: parse_status(status)?,
                 timestamp_ms,
             });
         }
@@ -287,11 +174,92 @@ impl Store {
             out.push(WorkflowRun {
                 workflow_id,
                 workflow_instance_id,
-                status: status.parse()?,
+                status: parse_status(status)?,
                 first_ms,
                 last_ms,
             });
         }
         Ok(out)
     }
+
+    /// Workflow instances whose current status is RUNNING or WAITING: what
+    /// a principal that restarted must hear about from some agent.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub fn unfinished_workflows(&self) -> Result<Vec<String>> {
+        let op = "reading unfinished workflows";
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT workflow_instance_id FROM ( \
+                     SELECT workflow_instance_id, arg_max(status::VARCHAR, (timestamp_ms, rowid)) AS status \
+                     FROM workflow_run_status GROUP BY workflow_instance_id) \
+                 WHERE status IN ('RUNNING', 'WAITING') ORDER BY workflow_instance_id",
+            )
+            .map_err(Error::db(op))?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(Error::db(op))?;
+        rows.collect::<duckdb::Result<Vec<_>>>().map_err(Error::db(op))
+    }
+
+    /// Records that a workflow instance's agent died: one CRASHED row for
+    /// the instance, and one for each of its tasks not yet finished, all in
+    /// one transaction. Does nothing, and returns false, for an instance
+    /// that is unknown or already finished, so calling it twice writes one
+    /// row. The rows are stamped `now_ms`, or just after the instance's
+    /// latest change if that is later (a skewed agent clock), so CRASHED is
+    /// always the current status.
+    ///
+    /// # Errors
+    /// [`Error::Db`]; nothing is written then.
+    pub fn mark_crashed(&self, workflow_instance_id: &str, now_ms: i64) -> Result<bool> {
+        let op = "marking a workflow crashed";
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(Error::db(op))?;
+        let latest = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT workflow_id, status::VARCHAR, timestamp_ms FROM workflow_run_status \
+                     WHERE workflow_instance_id = ? ORDER BY timestamp_ms DESC, rowid DESC LIMIT 1",
+                )
+                .map_err(Error::db(op))?;
+            let mut rows = stmt
+                .query_map([workflow_instance_id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                })
+                .map_err(Error::db(op))?;
+            rows.next().transpose().map_err(Error::db(op))?
+        };
+        let Some((workflow_id, status, last_ms)) = latest else {
+            return Ok(false);
+        };
+        if parse_status(status)?.is_final() {
+            return Ok(false);
+        }
+        let at = now_ms.max(last_ms + 1);
+        tx.execute(
+            "INSERT INTO workflow_run_status VALUES (?, ?, 'CRASHED', ?)",
+            params![workflow_id, workflow_instance_id, at],
+        )
+        .map_err(Error::db(op))?;
+        tx.execute(
+            "INSERT INTO task_run_status \
+             SELECT task_id, task_instance_id, workflow_instance_id, 'CRASHED', greatest(?, last_ms + 1) FROM ( \
+                 SELECT task_id, task_instance_id, workflow_instance_id, \
+                        arg_max(status::VARCHAR, (timestamp_ms, rowid)) AS status, max(timestamp_ms) AS last_ms \
+                 FROM task_run_status WHERE workflow_instance_id = ? \
+                 GROUP BY task_id, task_instance_id, workflow_instance_id) \
+             WHERE status NOT IN ('COMPLETED', 'FAILED', 'CRASHED')",
+            params![at, workflow_instance_id],
+        )
+        .map_err(Error::db(op))?;
+        tx.commit().map_err(Error::db(op))?;
+        Ok(true)
+    }
+}
+
+/// Only this crate writes the ENUM column, so an unknown name means a
+/// newer schema or a hand-edited file.
+fn parse_status(s: String) -> Result<RunStatus> {
+    s.parse().map_err(|_| Error::UnknownStatus(s))
 }

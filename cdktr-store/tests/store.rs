@@ -710,5 +710,145 @@ fn status_history_is_recorded_and_read_back() {
         Err(Error::InvalidQuery(_))
     ));
     assert_eq!("crashed".parse::<RunStatus>().unwrap(), Crashed);
-    assert!(matches!("done".parse::<RunStatus>(), Err(Error::UnknownStatus(_))));
+    assert!(matches!(
+        "done".parse::<RunStatus>(),
+        Err(cdktr_log::Error::UnknownStatus(_))
+    ));
+}
+
+#[test]
+fn pages_walk_every_row_once_in_both_orders_and_respect_the_byte_cap() {
+    let store = Store::open_in_memory().unwrap();
+    // Many rows share a timestamp, so the cursor must break ties.
+    let data: Vec<LogMessage> = (0..600)
+        .map(|i| LogMessage {
+            timestamp_ms: T0 + (i as i64 / 10),
+            payload: format!("{i:05}"),
+            ..message(i)
+        })
+        .collect();
+    persist(&store, PersisterConfig::default(), &data);
+    for (order, page_size, max_bytes) in [
+        (Order::OldestFirst, 250, usize::MAX),
+        (Order::NewestFirst, 23, usize::MAX),
+        (Order::OldestFirst, 1000, 2_000),
+    ] {
+        let mut q = all_of(LogQuery {
+            order,
+            ..LogQuery::default()
+        });
+        q.limit = Some(page_size);
+        let (mut seen, mut pages) = (Vec::new(), 0);
+        loop {
+            let page = store.query_page(&q, max_bytes).unwrap();
+            pages += 1;
+            assert!(page.lines.len() <= page_size);
+            seen.extend(page.lines.into_iter().map(|m| m.payload));
+            match page.next {
+                Some(c) => q.after = Some(c),
+                None => break,
+            }
+            assert!(pages < 1_000, "pagination does not end");
+        }
+        let mut expected: Vec<String> = (0..600).map(|i| format!("{i:05}")).collect();
+        if order == Order::NewestFirst {
+            expected.reverse();
+        }
+        assert_eq!(seen, expected, "{order:?} pages of {page_size}, cap {max_bytes}");
+        if max_bytes == 2_000 {
+            // Each row carries about 40 bytes of text: ~50 rows a page, not 1000.
+            assert!(pages > 8, "{pages} pages: the byte cap did not apply");
+        }
+    }
+    // A cap smaller than any line still makes progress: one line a page.
+    let mut q = all_of(LogQuery::default());
+    for i in 0..3 {
+        let page = store.query_page(&q, 1).unwrap();
+        assert_eq!(page.lines.len(), 1);
+        assert_eq!(page.lines[0].payload, format!("{i:05}"));
+        q.after = page.next;
+    }
+    // A filtered query pages too, and its last page says there is no more.
+    let q = LogQuery {
+        workflow_id: Some("wf1".into()),
+        limit: Some(10_000),
+        ..all_of(LogQuery::default())
+    };
+    let page = store.query_page(&q, usize::MAX).unwrap();
+    assert_eq!(page.lines.len(), data.iter().filter(|m| m.workflow_id == "wf1").count());
+    assert_eq!(page.next, None);
+}
+
+#[test]
+fn crashed_rows_are_written_once_for_unfinished_runs_only() {
+    let store = Store::open_in_memory().unwrap();
+    store
+        .record_workflow_status("etl", "etl-1", RunStatus::Running, 100)
+        .unwrap();
+    store
+        .record_task_status("a", "a-1", "etl-1", RunStatus::Completed, 150)
+        .unwrap();
+    store
+        .record_task_status("b", "b-1", "etl-1", RunStatus::Running, 160)
+        .unwrap();
+    store
+        .record_workflow_status("etl", "etl-2", RunStatus::Completed, 100)
+        .unwrap();
+    store
+        .record_workflow_status("etl", "etl-3", RunStatus::Waiting, 100)
+        .unwrap();
+    // An agent clock ahead of the principal's.
+    store
+        .record_workflow_status("etl", "etl-4", RunStatus::Running, 10_000)
+        .unwrap();
+    assert_eq!(store.unfinished_workflows().unwrap(), ["etl-1", "etl-3", "etl-4"]);
+
+    assert!(store.mark_crashed("etl-1", 1_000).unwrap());
+    assert!(!store.mark_crashed("etl-1", 2_000).unwrap(), "already crashed");
+    assert!(!store.mark_crashed("etl-2", 1_000).unwrap(), "already completed");
+    assert!(!store.mark_crashed("nope", 1_000).unwrap(), "unknown");
+    assert!(store.mark_crashed("etl-4", 1_000).unwrap());
+    assert_eq!(
+        store.latest_workflow_status("etl-1").unwrap(),
+        Some((RunStatus::Crashed, 1_000))
+    );
+    assert_eq!(
+        store.latest_workflow_status("etl-4").unwrap(),
+        Some((RunStatus::Crashed, 10_001))
+    );
+    let crashed: Vec<_> = store
+        .timeline("etl-1")
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.status == RunStatus::Crashed)
+        .collect();
+    assert_eq!(
+        crashed,
+        [
+            StatusChange {
+                task: None,
+                status: RunStatus::Crashed,
+                timestamp_ms: 1_000
+            },
+            StatusChange {
+                task: Some(("b".into(), "b-1".into())),
+                status: RunStatus::Crashed,
+                timestamp_ms: 1_000
+            },
+        ]
+    );
+    assert_eq!(store.unfinished_workflows().unwrap(), ["etl-3"]);
+}
+
+#[test]
+fn the_publisher_watermark_is_what_was_written() {
+    let store = Store::open_in_memory().unwrap();
+    assert_eq!(store.publisher_watermark("p").unwrap(), 0);
+    persist(
+        &store,
+        PersisterConfig::default(),
+        &[message(1), message(2), message(3)],
+    );
+    assert_eq!(store.publisher_watermark("p").unwrap(), 3);
+    assert_eq!(store.publisher_watermark("q").unwrap(), 0);
 }

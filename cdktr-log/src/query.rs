@@ -1,0 +1,216 @@
+//! QueryLogs: the typed query the store answers and the principal's API
+//! carries. The store compiles it to parameterized SQL; nothing in it is
+//! ever formatted into SQL text.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::message::{Level, LogMessage};
+
+/// How far back a query looks when it names no start time.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// Rows returned when a query names no limit.
+pub const DEFAULT_LIMIT: usize = 1000;
+
+/// Which levels a query matches. On the wire: `{"at_least": "WARN"}` or
+/// `{"any_of": ["WARN", "ERROR"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LevelFilter {
+    /// This level and every more severe one.
+    AtLeast(Level),
+    /// Exactly these levels.
+    AnyOf(Vec<Level>),
+}
+
+impl LevelFilter {
+    /// The levels matched, least severe first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidQuery`] for an empty set.
+    pub fn levels(&self) -> Result<Vec<Level>> {
+        match self {
+            LevelFilter::AtLeast(min) => Ok(Level::ALL.into_iter().filter(|l| l >= min).collect()),
+            LevelFilter::AnyOf(set) if set.is_empty() => Err(Error::InvalidQuery("the set of levels is empty".into())),
+            LevelFilter::AnyOf(set) => Ok(set.clone()),
+        }
+    }
+}
+
+/// Result order, by timestamp (ties in insertion order). On the wire:
+/// `"oldest_first"` or `"newest_first"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Oldest first (the default).
+    #[default]
+    OldestFirst,
+    /// Newest first.
+    NewestFirst,
+}
+
+/// Where a page of results ended: pass it back as [`LogQuery::after`] for
+/// the next page. Opaque to clients; it names the last row returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The last row's timestamp.
+    pub timestamp_ms: i64,
+    /// The last row's position among rows with that timestamp.
+    pub row: i64,
+}
+
+/// One page of a log query's results.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogPage {
+    /// The lines, in the query's order.
+    pub lines: Vec<LogMessage>,
+    /// Set when more lines may follow: the query's `after` for the next
+    /// page.
+    pub next: Option<Cursor>,
+}
+
+/// A query over the stored logs. Every filter is optional; unset filters
+/// match everything. On the wire it is a map with these field names; a
+/// field this version does not know is an error, so that a misspelt filter
+/// is never silently ignored.
+///
+/// ```
+/// use cdktr_log::query::{LevelFilter, LogQuery, Order};
+/// use cdktr_log::Level;
+///
+/// let q = LogQuery {
+///     workflow_instance_id: Some("etl-20261127-1".into()),
+///     levels: Some(LevelFilter::AtLeast(Level::Warn)),
+///     order: Order::NewestFirst,
+///     limit: Some(50),
+///     ..LogQuery::default()
+/// };
+/// # let _ = q;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogQuery {
+    /// First millisecond included. Default: 24 hours before `end_ms`, or
+    /// before now when there is no end either.
+    pub start_ms: Option<i64>,
+    /// First millisecond excluded. Default: no upper bound.
+    pub end_ms: Option<i64>,
+    /// Exact workflow id.
+    pub workflow_id: Option<String>,
+    /// Exact workflow instance id.
+    pub workflow_instance_id: Option<String>,
+    /// Exact task name.
+    pub task_name: Option<String>,
+    /// Exact task instance id.
+    pub task_instance_id: Option<String>,
+    /// Levels to match.
+    pub levels: Option<LevelFilter>,
+    /// Matches payloads containing this text, literally (case-sensitive; no
+    /// wildcards).
+    pub payload_contains: Option<String>,
+    /// Most rows returned (default 1000; must not be 0).
+    pub limit: Option<usize>,
+    /// Result order.
+    pub order: Order,
+    /// Continue after this row: the `next` of the previous page.
+    pub after: Option<Cursor>,
+}
+
+impl LogQuery {
+    /// Parses level names (as [`Level`]'s `FromStr` accepts them) into an
+    /// [`LevelFilter::AnyOf`].
+    ///
+    /// # Errors
+    /// [`Error::UnknownLevel`] naming the first unknown level.
+    pub fn levels_from<S: AsRef<str>>(names: &[S]) -> Result<LevelFilter> {
+        let levels = names
+            .iter()
+            .map(|n| n.as_ref().parse::<Level>())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(LevelFilter::AnyOf(levels))
+    }
+
+    /// The effective time range and limit, checked: `(start_ms, end_ms,
+    /// limit)` as of `now_ms`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidQuery`] when the start is after the end, the limit is
+    /// 0, or the level set is empty.
+    pub fn resolve(&self, now_ms: i64) -> Result<(i64, Option<i64>, usize)> {
+        let window = DEFAULT_WINDOW.as_millis() as i64;
+        let start = self
+            .start_ms
+            .unwrap_or_else(|| self.end_ms.unwrap_or(now_ms).saturating_sub(window));
+        if let Some(end) = self.end_ms {
+            if start > end {
+                return Err(Error::InvalidQuery(format!("start {start} is after end {end}")));
+            }
+        }
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if limit == 0 {
+            return Err(Error::InvalidQuery("limit must be at least 1".into()));
+        }
+        if let Some(l) = &self.levels {
+            l.levels()?;
+        }
+        Ok((start, self.end_ms, limit))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_to_the_last_24_hours_and_1000_rows() {
+        assert_eq!(
+            LogQuery::default().resolve(100_000_000).unwrap(),
+            (100_000_000 - 86_400_000, None, 1000)
+        );
+        let q = LogQuery {
+            end_ms: Some(90_000_000),
+            ..Default::default()
+        };
+        assert_eq!(q.resolve(100_000_000).unwrap().0, 90_000_000 - 86_400_000);
+    }
+
+    #[test]
+    fn invalid_queries_are_typed_errors() {
+        let bad = [
+            LogQuery {
+                start_ms: Some(10),
+                end_ms: Some(9),
+                ..Default::default()
+            },
+            LogQuery {
+                limit: Some(0),
+                ..Default::default()
+            },
+            LogQuery {
+                levels: Some(LevelFilter::AnyOf(vec![])),
+                ..Default::default()
+            },
+        ];
+        for q in bad {
+            assert!(matches!(q.resolve(0), Err(Error::InvalidQuery(_))), "{q:?}");
+        }
+        assert!(matches!(LogQuery::levels_from(&["warn", "loud"]), Err(Error::UnknownLevel(m)) if m == "loud"));
+        assert_eq!(
+            LogQuery::levels_from(&["warning", "ERROR"]).unwrap(),
+            LevelFilter::AnyOf(vec![Level::Warn, Level::Error])
+        );
+    }
+
+    #[test]
+    fn a_misspelt_filter_is_an_error_not_ignored() {
+        let bytes = rmp_serde::to_vec_named(&serde_json::json!({"workflow": "etl"})).unwrap();
+        assert!(rmp_serde::from_slice::<LogQuery>(&bytes).is_err());
+        let bytes = rmp_serde::to_vec_named(&serde_json::json!({"workflow_id": "etl", "levels": {"at_least": "WARN"}}))
+            .unwrap();
+        let q: LogQuery = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(q.workflow_id.as_deref(), Some("etl"));
+        assert_eq!(q.levels, Some(LevelFilter::AtLeast(Level::Warn)));
+    }
+}
