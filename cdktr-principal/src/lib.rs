@@ -1,27 +1,41 @@
-//! The cdktr principal: the log bus and the log store wired into one
-//! process. The [`LogManager`](cdktr_log::LogManager) receives every
+//! The cdktr principal: the log bus, the log store and the API wired into
+//! one process. The [`LogManager`](cdktr_log::LogManager) receives every
 //! agent's lines and hands each, without loss, to the
-//! [`Persister`](cdktr_store::Persister), which batches them into DuckDB.
+//! [`Persister`](cdktr_store::Persister), which batches them into DuckDB;
+//! the API server (`docs/api.md`) answers queries and records the agents'
+//! status updates and heartbeats, marking CRASHED what a silent agent ran.
 //!
 //! ```
-//! use cdktr_log::BusConfig;
+//! use cdktr_log::{ApiClient, ApiConfig, BusConfig};
 //! use cdktr_principal::Principal;
 //! use cdktr_store::Location;
 //!
+//! // Port 0 binds free ports; the handle says which.
 //! let bus = BusConfig { host: "127.0.0.1".into(), listening_port: 0, publishing_port: 0 };
-//! let principal = Principal::builder().bus(bus).database(Location::Memory).start()?;
+//! let api = ApiConfig { host: "127.0.0.1".into(), port: 0 };
+//! let principal = Principal::builder().bus(bus).api(api).database(Location::Memory).start()?;
 //! println!("agents push to {}", principal.bus().listening_endpoint());
+//!
+//! let mut client = ApiClient::connect(&principal.api_config())?;
+//! assert_eq!(client.ping()?.0, cdktr_log::api::API_VERSION);
 //! let summary = principal.shutdown()?;
 //! assert_eq!(summary.received, 0);
-//! # Ok::<(), cdktr_principal::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![warn(missing_docs)]
 
+mod liveness;
+mod server;
+
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use cdktr_log::{BusConfig, LogManager};
+use cdktr_log::api::PrincipalStats;
+use cdktr_log::{ApiConfig, BusConfig, LogManager};
 use cdktr_store::{Location, Persister, PersisterConfig, Store};
+
+pub use liveness::{DEFAULT_HEARTBEAT_TIMEOUT, ENV_HEARTBEAT_TIMEOUT_MS};
 
 /// What can stop the principal.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +47,17 @@ pub enum Error {
     /// The store failed (a database that cannot be opened, a bad variable).
     #[error(transparent)]
     Store(#[from] cdktr_store::Error),
+    /// An environment variable of the principal's own holds a value that
+    /// cannot be used.
+    #[error("invalid {var}={value:?}: {reason}")]
+    InvalidEnv {
+        /// The variable's name.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
 }
 
 /// Result alias for the principal.
@@ -58,18 +83,95 @@ pub fn location_from(arg: &str) -> Location {
     }
 }
 
+/// Parses a duration as people write it: a whole number and a unit, `ms`,
+/// `s`, `m`, `h` or `d` (`500ms`, `30s`, `1h`).
+///
+/// # Errors
+/// A message saying what was expected.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (expected e.g. 500ms, 30s, 15m, 1h, 2d)"))?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "" => return Err(format!("{s:?} needs a unit: ms, s, m, h or d")),
+        other => return Err(format!("unknown unit {other:?} in {s:?} (expected ms, s, m, h or d)")),
+    };
+    n.checked_mul(ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// Reads `CDKTR_AGENT_HEARTBEAT_TIMEOUT_MS` (default 30000).
+///
+/// # Errors
+/// [`Error::InvalidEnv`] unless it is a whole number of milliseconds, at
+/// least 1.
+pub fn heartbeat_timeout_from_env() -> Result<Duration> {
+    match std::env::var(ENV_HEARTBEAT_TIMEOUT_MS) {
+        Err(_) => Ok(DEFAULT_HEARTBEAT_TIMEOUT),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err(Error::InvalidEnv {
+                var: ENV_HEARTBEAT_TIMEOUT_MS,
+                value: v,
+                reason: "expected milliseconds, at least 1",
+            }),
+        },
+    }
+}
+
 /// Configures a [`Principal`].
 #[derive(Debug, Clone)]
 pub struct PrincipalBuilder {
     bus: BusConfig,
+    api: ApiConfig,
     database: Location,
     persister: PersisterConfig,
+    heartbeat_timeout: Duration,
+    query_workers: usize,
+    query_delay: Duration,
 }
 
 impl PrincipalBuilder {
     /// Where the bus binds (default: `BusConfig::default()`).
     pub fn bus(mut self, bus: BusConfig) -> Self {
         self.bus = bus;
+        self
+    }
+
+    /// Where the API binds (default: `ApiConfig::default()`, port 5561).
+    pub fn api(mut self, api: ApiConfig) -> Self {
+        self.api = api;
+        self
+    }
+
+    /// How long an agent may stay silent before its unfinished workflow
+    /// instances are marked CRASHED (default 30 s).
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// Threads answering queries, each with its own database connection
+    /// (default 2). Status updates never wait for them.
+    pub fn query_workers(mut self, n: usize) -> Self {
+        self.query_workers = n.max(1);
+        self
+    }
+
+    /// Makes every query wait this long first. For tests showing that a
+    /// slow query does not hold up status updates.
+    #[doc(hidden)]
+    pub fn query_delay(mut self, delay: Duration) -> Self {
+        self.query_delay = delay;
         self
     }
 
@@ -91,19 +193,36 @@ impl PrincipalBuilder {
         self
     }
 
-    /// Opens the database, starts the persister, then the log manager.
+    /// Opens the database, starts the persister, the log manager, then the
+    /// API server.
     ///
     /// # Errors
     /// [`Error::Store`] if the database cannot be opened;
     /// [`Error::Bus`] if a port is in use.
     pub fn start(self) -> Result<Principal> {
         let store = Store::open_location(&self.database)?;
-        let persister = Persister::start(&store, self.persister)?;
-        let manager = LogManager::builder(&self.bus).sink(persister.sender()).start()?;
+        let persister = Arc::new(Persister::start(&store, self.persister)?);
+        let manager = Arc::new(LogManager::builder(&self.bus).sink(persister.sender()).start()?);
+        let server = server::Server::start(server::Parts {
+            api: self.api.clone(),
+            store: store.try_clone()?,
+            manager: manager.clone(),
+            persister: persister.clone(),
+            heartbeat_timeout: self.heartbeat_timeout,
+            query_workers: self.query_workers,
+            query_delay: self.query_delay,
+        })?;
+        let port = server.endpoint().rsplit(':').next().and_then(|p| p.parse().ok());
+        let api = ApiConfig {
+            port: port.unwrap_or(self.api.port),
+            ..self.api
+        };
         Ok(Principal {
             store,
             persister,
             manager,
+            server,
+            api,
         })
     }
 }
@@ -112,8 +231,10 @@ impl PrincipalBuilder {
 /// losing an accepted line.
 pub struct Principal {
     store: Store,
-    persister: Persister,
-    manager: LogManager,
+    persister: Arc<Persister>,
+    manager: Arc<LogManager>,
+    server: server::Server,
+    api: ApiConfig,
 }
 
 /// What a principal did, reported at shutdown.
@@ -134,14 +255,33 @@ impl Principal {
     pub fn builder() -> PrincipalBuilder {
         PrincipalBuilder {
             bus: BusConfig::default(),
+            api: ApiConfig::default(),
             database: Location::File(default_db_path()),
             persister: PersisterConfig::default(),
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            query_workers: 2,
+            query_delay: Duration::ZERO,
         }
     }
 
     /// The bus as bound (with the actual ports when 0 was asked for).
     pub fn bus(&self) -> &LogManager {
         &self.manager
+    }
+
+    /// The API as bound (with the actual port when 0 was asked for).
+    pub fn api_config(&self) -> ApiConfig {
+        self.api.clone()
+    }
+
+    /// `tcp://host:port` of the API.
+    pub fn api_endpoint(&self) -> &str {
+        self.server.endpoint()
+    }
+
+    /// Every counter, as the API's Stats request returns them.
+    pub fn stats(&self) -> PrincipalStats {
+        self.server.stats(&self.manager, &self.persister)
     }
 
     /// The store, for queries and status history.
@@ -183,8 +323,9 @@ impl Principal {
         }
     }
 
-    /// Stops accepting, forwards and persists everything accepted, and
-    /// closes the database.
+    /// Stops the API (answering the queries it took), then the bus
+    /// (forwarding everything received), then the persister (writing
+    /// everything), and closes the database.
     ///
     /// # Errors
     /// [`Error::Store`] if accepted lines could not be written.
@@ -193,9 +334,20 @@ impl Principal {
             store,
             persister,
             manager,
+            mut server,
+            api: _,
         } = self;
-        let m = manager.shutdown()?;
-        let p = persister.shutdown()?;
+        server.stop();
+        drop(server);
+        // The server's threads held the only other references.
+        let m = match Arc::try_unwrap(manager) {
+            Ok(manager) => manager.shutdown()?,
+            Err(shared) => shared.stats(),
+        };
+        let p = match Arc::try_unwrap(persister) {
+            Ok(persister) => persister.shutdown()?,
+            Err(shared) => shared.stats(),
+        };
         drop(store);
         Ok(Summary {
             received: m.received,
@@ -203,5 +355,23 @@ impl Principal {
             persisted: p.persisted,
             duplicates: p.duplicates,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_written_and_bad_ones_are_explained() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration(" 30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["", "30", "s", "1.5s", "-1s", "10y", "99999999999999999999d"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")) || e.contains("unit"), "{bad:?}: {e}");
+        }
     }
 }

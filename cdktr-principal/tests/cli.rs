@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use cdktr_log::{BusConfig, Level, LogManager, LogMessage, LogPublisher};
 
+mod common;
+
 fn any_ports() -> BusConfig {
     BusConfig {
         host: "127.0.0.1".into(),
@@ -96,11 +98,7 @@ fn tail_follows_one_workflow_at_a_level_as_json() {
 
 #[test]
 fn tail_without_a_principal_fails_fast_with_one_line() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free = common::free_port();
     let bus = BusConfig {
         host: "127.0.0.1".into(),
         listening_port: free,

@@ -7,18 +7,14 @@ use std::time::{Duration, Instant};
 use cdktr_log::{BusConfig, Level, LogMessage, LogPublisher, LogSubscriber};
 use cdktr_store::{LogQuery, Store};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::free_port;
 
 fn principal(db: &std::path::Path, bus: &BusConfig) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cdktr-principal"));
     c.arg("--db")
         .arg(db)
+        .args(["--api-port", "0"])
         .env("CDKTR_LOGS_LISTENING_PORT", bus.listening_port.to_string())
         .env("CDKTR_LOGS_PUBLISHING_PORT", bus.publishing_port.to_string())
         .env("CDKTR_LOG_FLUSH_INTERVAL_MS", "60000")
@@ -190,6 +186,10 @@ fn a_line_is_queryable_within_a_second_although_batches_wait_30_seconds() {
     };
     let principal = Principal::builder()
         .bus(bus)
+        .api(cdktr_log::ApiConfig {
+            host: "127.0.0.1".into(),
+            port: 0,
+        })
         .database(cdktr_store::Location::Memory)
         .flush_interval(Duration::from_secs(30))
         .start()

@@ -1,0 +1,430 @@
+//! The API server: one ROUTER socket, read and answered by one thread,
+//! with queries handed to a pool so that a slow query never delays an
+//! agent's status update or heartbeat.
+//!
+//! The API thread answers the quick requests itself (ping, status updates,
+//! heartbeats, watermarks, stats) and sweeps for silent agents. Queries go
+//! through a bounded queue to the query workers, each with its own DuckDB
+//! connection; their replies come back over an inproc socket that the API
+//! thread polls alongside the ROUTER. A full queue is answered `busy`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cdktr_log::api::{
+    ErrorKind, PrincipalStats, Request, Response, API_VERSION, MAX_PAGE_BYTES, MAX_PAGE_LINES, MAX_REQUEST_BYTES,
+};
+use cdktr_log::{ApiConfig, LogManager};
+use cdktr_store::{Persister, Store};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+
+use crate::liveness::Liveness;
+use crate::{Error, Result};
+
+/// How often the API thread looks at its stop flag and for silent agents.
+const TICK: Duration = Duration::from_millis(50);
+/// Queries waiting for a worker before new ones are answered `busy`.
+const QUERY_QUEUE: usize = 64;
+const REPLIES: &str = "inproc://cdktr-api-replies";
+
+/// What the server needs from the rest of the principal.
+pub(crate) struct Parts {
+    pub api: ApiConfig,
+    pub store: Store,
+    pub manager: Arc<LogManager>,
+    pub persister: Arc<Persister>,
+    pub heartbeat_timeout: Duration,
+    pub query_workers: usize,
+    pub query_delay: Duration,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    live_agents: AtomicU64,
+    crashed: AtomicU64,
+}
+
+/// The running server; [`stop`](Self::stop) answers what it has taken and
+/// joins every thread.
+pub(crate) struct Server {
+    endpoint: String,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    threads: Vec<JoinHandle<()>>,
+    started: Instant,
+}
+
+/// A request on its way to a query worker, with the routing frames its
+/// reply needs.
+struct Job {
+    envelope: Vec<Vec<u8>>,
+    request: Request,
+}
+
+impl Server {
+    pub fn start(parts: Parts) -> Result<Server> {
+        let zmq_err = |op: &'static str| move |source| Error::Bus(cdktr_log::Error::Zmq { op, source });
+        let context = zmq::Context::new();
+        let router = context.socket(zmq::ROUTER).map_err(zmq_err("create the API socket"))?;
+        router
+            .set_maxmsgsize(MAX_REQUEST_BYTES as i64)
+            .and_then(|()| router.set_linger(0))
+            // A client that went away must not stall the thread.
+            .and_then(|()| router.set_router_mandatory(false))
+            .and_then(|()| router.set_sndtimeo(0))
+            .map_err(zmq_err("configure the API socket"))?;
+        let wanted = parts.api.endpoint();
+        router.bind(&wanted).map_err(|source| {
+            Error::Bus(cdktr_log::Error::Bind {
+                endpoint: wanted.clone(),
+                source,
+            })
+        })?;
+        let endpoint = router
+            .get_last_endpoint()
+            .map_err(zmq_err("read the API endpoint"))?
+            .unwrap_or(wanted);
+        let replies = context.socket(zmq::PULL).map_err(zmq_err("create the reply socket"))?;
+        // Each server has its own context, so the inproc name is private.
+        replies.bind(REPLIES).map_err(zmq_err("bind the reply socket"))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let started = Instant::now();
+        let (jobs_tx, jobs_rx) = bounded::<Job>(QUERY_QUEUE);
+        let mut threads = Vec::new();
+        for i in 0..parts.query_workers.max(1) {
+            let push = context.socket(zmq::PUSH).map_err(zmq_err("create a worker socket"))?;
+            push.connect(REPLIES).map_err(zmq_err("connect a worker socket"))?;
+            let worker = QueryWorker {
+                store: parts.store.try_clone()?,
+                persister: parts.persister.clone(),
+                jobs: jobs_rx.clone(),
+                replies: push,
+                counters: counters.clone(),
+                delay: parts.query_delay,
+            };
+            threads.push(spawn(&format!("cdktr-api-query-{i}"), move || worker.run())?);
+        }
+        let orphans = parts.store.unfinished_workflows()?;
+        let api = ApiThread {
+            router,
+            replies,
+            jobs: jobs_tx,
+            store: parts.store,
+            manager: parts.manager,
+            persister: parts.persister,
+            liveness: Liveness::new(parts.heartbeat_timeout, orphans, started),
+            stop: stop.clone(),
+            counters: counters.clone(),
+            started,
+            _context: context,
+        };
+        threads.push(spawn("cdktr-api", move || api.run())?);
+        Ok(Server {
+            endpoint,
+            stop,
+            counters,
+            threads,
+            started,
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Every counter of the principal.
+    pub fn stats(&self, manager: &LogManager, persister: &Persister) -> PrincipalStats {
+        snapshot(manager, persister, &self.counters, self.started)
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|source| {
+            Error::Bus(cdktr_log::Error::Spawn {
+                name: "API server",
+                source,
+            })
+        })
+}
+
+fn snapshot(manager: &LogManager, persister: &Persister, c: &Counters, started: Instant) -> PrincipalStats {
+    let (m, p) = (manager.stats(), persister.stats());
+    PrincipalStats {
+        received: m.received,
+        forwarded: m.forwarded,
+        rejected: m.rejected,
+        persisted: p.persisted,
+        pending: p.pending,
+        duplicates: p.duplicates,
+        failed_flushes: p.failed_flushes,
+        batches: p.batches,
+        live_agents: c.live_agents.load(Relaxed),
+        crashed: c.crashed.load(Relaxed),
+        requests: c.requests.load(Relaxed),
+        request_errors: c.errors.load(Relaxed),
+        uptime_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+struct ApiThread {
+    router: zmq::Socket,
+    replies: zmq::Socket,
+    jobs: Sender<Job>,
+    store: Store,
+    manager: Arc<LogManager>,
+    persister: Arc<Persister>,
+    liveness: Liveness,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    started: Instant,
+    _context: zmq::Context,
+}
+
+impl ApiThread {
+    fn run(mut self) {
+        let mut next_sweep = Instant::now();
+        while !self.stop.load(Relaxed) {
+            let mut items = [
+                self.router.as_poll_item(zmq::POLLIN),
+                self.replies.as_poll_item(zmq::POLLIN),
+            ];
+            if let Err(e) = zmq::poll(&mut items, TICK.as_millis() as i64) {
+                log::error!("api: poll failed: {e}");
+                std::thread::sleep(TICK);
+            }
+            // Replies first: they free the clients that waited longest.
+            while let Ok(frames) = self.replies.recv_multipart(zmq::DONTWAIT) {
+                self.send(frames);
+            }
+            // A bounded number per round, so that replies keep flowing.
+            for _ in 0..256 {
+                match self.router.recv_multipart(zmq::DONTWAIT) {
+                    Ok(frames) => self.handle(frames),
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                self.liveness.sweep(&self.store, now, cdktr_log::message::now_ms());
+                self.publish_liveness();
+                next_sweep = now + Duration::from_millis(100);
+            }
+        }
+        // Answer the queries already taken before the workers go.
+        drop(self.jobs);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match self.replies.poll(zmq::POLLIN, 100) {
+                Ok(n) if n > 0 => {
+                    while let Ok(frames) = self.replies.recv_multipart(zmq::DONTWAIT) {
+                        let _ = self.router.send_multipart(frames, zmq::DONTWAIT);
+                    }
+                }
+                // Only the server and this thread hold the counters once
+                // every worker has finished.
+                _ if Arc::strong_count(&self.counters) <= 2 => break,
+                _ => {}
+            }
+        }
+    }
+
+    fn publish_liveness(&self) {
+        let c = &self.counters;
+        c.crashed.store(self.liveness.crashed, Relaxed);
+        c.live_agents.store(self.liveness.live_agents() as u64, Relaxed);
+    }
+
+    fn send(&self, frames: Vec<Vec<u8>>) {
+        if let Err(e) = self.router.send_multipart(frames, zmq::DONTWAIT) {
+            // The client went away or stopped reading: its loss alone.
+            log::debug!("api: reply not sent: {e}");
+        }
+    }
+
+    fn reply(&self, mut envelope: Vec<Vec<u8>>, response: &Response) {
+        self.counters.requests.fetch_add(1, Relaxed);
+        if matches!(response, Response::Error { .. }) {
+            self.counters.errors.fetch_add(1, Relaxed);
+        }
+        envelope.push(response.to_bytes());
+        self.send(envelope);
+    }
+
+    fn handle(&mut self, mut frames: Vec<Vec<u8>>) {
+        // [identity, routing..., empty, body]: REQ (and DEALER emulating it)
+        // put an empty frame before the body; everything before it is
+        // echoed back so that the reply finds its way.
+        let Some(delimiter) = frames.iter().skip(1).position(Vec::is_empty).map(|i| i + 1) else {
+            let envelope = vec![frames.swap_remove(0), Vec::new()];
+            let message = "expected an empty delimiter frame then one body frame (use a REQ socket)";
+            return self.reply(envelope, &Response::error(ErrorKind::Malformed, message));
+        };
+        let body: Vec<Vec<u8>> = frames.split_off(delimiter + 1);
+        let envelope = frames;
+        if body.len() != 1 {
+            let message = format!("expected one body frame, got {}", body.len());
+            return self.reply(envelope, &Response::error(ErrorKind::Malformed, message));
+        }
+        let request = match Request::from_bytes(&body[0]) {
+            Ok(r) => r,
+            Err(error) => return self.reply(envelope, &error),
+        };
+        let response = match request {
+            Request::QueryLogs { .. } | Request::GetRecentWorkflowStatuses(_) | Request::GetWorkflowTimeline { .. } => {
+                return self.dispatch(Job { envelope, request });
+            }
+            Request::Ping {} => Response::Pong {
+                api: API_VERSION,
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            Request::Stats {} => {
+                self.publish_liveness();
+                Response::Stats(snapshot(&self.manager, &self.persister, &self.counters, self.started))
+            }
+            Request::GetPublisherWatermark { publisher_id } => {
+                let seq = self.persister.watermark(&publisher_id);
+                Response::Watermark { publisher_id, seq }
+            }
+            Request::Heartbeat { agent_id, running } => {
+                self.liveness.heartbeat(agent_id, running, Instant::now());
+                Response::Accepted
+            }
+            Request::WorkflowStatusUpdate {
+                workflow_id,
+                workflow_instance_id,
+                status,
+                timestamp_ms,
+            } => written(self.store.record_workflow_status(
+                &workflow_id,
+                &workflow_instance_id,
+                status,
+                timestamp_ms.unwrap_or_else(cdktr_log::message::now_ms),
+            )),
+            Request::TaskStatusUpdate {
+                task_id,
+                task_instance_id,
+                workflow_instance_id,
+                status,
+                timestamp_ms,
+            } => written(self.store.record_task_status(
+                &task_id,
+                &task_instance_id,
+                &workflow_instance_id,
+                status,
+                timestamp_ms.unwrap_or_else(cdktr_log::message::now_ms),
+            )),
+        };
+        self.reply(envelope, &response);
+    }
+
+    fn dispatch(&self, job: Job) {
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job)) => self.reply(
+                job.envelope,
+                &Response::error(
+                    ErrorKind::Busy,
+                    format!("{QUERY_QUEUE} queries are waiting; retry later"),
+                ),
+            ),
+            Err(TrySendError::Disconnected(job)) => self.reply(
+                job.envelope,
+                &Response::error(ErrorKind::ShuttingDown, "the query workers have stopped"),
+            ),
+        }
+    }
+}
+
+fn written(result: cdktr_store::Result<()>) -> Response {
+    match result {
+        Ok(()) => Response::Accepted,
+        Err(e) => Response::error(ErrorKind::Database, e.to_string()),
+    }
+}
+
+struct QueryWorker {
+    store: Store,
+    persister: Arc<Persister>,
+    jobs: Receiver<Job>,
+    replies: zmq::Socket,
+    counters: Arc<Counters>,
+    delay: Duration,
+}
+
+impl QueryWorker {
+    fn run(self) {
+        for Job { mut envelope, request } in self.jobs.iter() {
+            if !self.delay.is_zero() {
+                std::thread::sleep(self.delay);
+            }
+            let response = self.answer(request);
+            self.counters.requests.fetch_add(1, Relaxed);
+            if matches!(response, Response::Error { .. }) {
+                self.counters.errors.fetch_add(1, Relaxed);
+            }
+            envelope.push(response.to_bytes());
+            if let Err(e) = self.replies.send_multipart(envelope, 0) {
+                log::error!("api: a query worker cannot hand back its reply: {e}");
+            }
+        }
+    }
+
+    fn answer(&self, request: Request) -> Response {
+        let result = match request {
+            Request::QueryLogs { mut query } => {
+                // Every line received so far is visible to the query.
+                if let Err(e) = self.persister.flush_now(Duration::from_secs(10)) {
+                    log::warn!("query: pending lines could not be written first: {e}");
+                }
+                query.limit = Some(
+                    query
+                        .limit
+                        .unwrap_or(cdktr_log::query::DEFAULT_LIMIT)
+                        .min(MAX_PAGE_LINES),
+                );
+                self.store.query_page(&query, MAX_PAGE_BYTES).map(Response::Logs)
+            }
+            Request::GetRecentWorkflowStatuses(filter) => {
+                let limit = filter.limit.min(MAX_PAGE_LINES);
+                let filter = cdktr_store::RecentWorkflows { limit, ..filter };
+                self.store
+                    .recent_workflows(&filter)
+                    .map(|runs| Response::Workflows { runs })
+            }
+            Request::GetWorkflowTimeline { workflow_instance_id } => self
+                .store
+                .timeline(&workflow_instance_id)
+                .map(|changes| Response::Timeline { changes }),
+            other => Ok(Response::error(
+                ErrorKind::Invalid,
+                format!("{} is not a query", other.op()),
+            )),
+        };
+        result.unwrap_or_else(|e| match e {
+            cdktr_store::Error::InvalidQuery(m) => Response::error(ErrorKind::Invalid, m),
+            other => Response::error(ErrorKind::Database, other.to_string()),
+        })
+    }
+}
