@@ -8,6 +8,10 @@
 //!   to in-process sinks such as the store's Persister.
 //! - Anyone can follow the stream with a [`LogSubscriber`], filtered by
 //!   exact workflow id.
+//! - The principal's request/reply API ([`api`], `docs/api.md`): agents
+//!   record statuses and heartbeats, tools query logs with [`LogQuery`],
+//!   through an [`ApiClient`]. Its types live here, not in the store, so
+//!   that agents and tools never link DuckDB.
 //!
 //! Every component is synchronous and thread-based; each has a handle that
 //! shuts it down cleanly and joins its thread, also on drop. The bytes on
@@ -50,7 +54,8 @@
 //!
 //! [`BusConfig::from_env`] reads `CDKTR_PRINCIPAL_HOST` (default
 //! `127.0.0.1`), `CDKTR_LOGS_LISTENING_PORT` (5562) and
-//! `CDKTR_LOGS_PUBLISHING_PORT` (5563).
+//! `CDKTR_LOGS_PUBLISHING_PORT` (5563); [`ApiConfig::from_env`] reads the
+//! host and `CDKTR_PRINCIPAL_PORT` (5561).
 #![warn(missing_docs)]
 
 pub mod api;

@@ -147,6 +147,16 @@ fn a_port_in_use_or_a_bad_database_exit_non_zero_with_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use") && err.trim().lines().count() == 1, "{err}");
 
+    // The API port taken: the bus ports are free.
+    let out = Command::new(env!("CARGO_BIN_EXE_cdktr-principal"))
+        .args(["--db", ":memory:", "--listening-port", "0", "--publishing-port", "0"])
+        .args(["--api-port", &taken.local_addr().unwrap().port().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use") && err.trim().lines().count() == 1, "{err}");
+
     let bus = BusConfig {
         listening_port: free_port(),
         ..bus
