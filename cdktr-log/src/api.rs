@@ -27,6 +27,7 @@ use crate::config::ApiConfig;
 use crate::error::{Error, Result};
 use crate::query::{LogPage, LogQuery};
 use crate::status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
+use crate::wire::Watermark;
 
 /// The protocol version a principal reports in [`Response::Pong`].
 pub const API_VERSION: u32 = 1;
@@ -271,6 +272,9 @@ pub enum Response {
         publisher_id: String,
         /// Its highest persisted sequence number; 0 when none is.
         seq: u64,
+        /// Its highest sequence number received and kept, persisted or not.
+        #[serde(default)]
+        accepted: u64,
     },
     /// To [`Request::Stats`].
     Stats(PrincipalStats),
@@ -456,16 +460,19 @@ impl ApiClient {
         self.expect(update, |r| matches!(r, Response::Accepted).then_some(()))
     }
 
-    /// A publisher's highest persisted sequence number (0 for none).
+    /// How far a publisher's stream has come (zeros for one never seen).
     ///
     /// # Errors
     /// As [`call`](Self::call); [`Error::Api`].
-    pub fn watermark(&mut self, publisher_id: &str) -> Result<u64> {
+    pub fn watermark(&mut self, publisher_id: &str) -> Result<Watermark> {
         let request = Request::GetPublisherWatermark {
             publisher_id: publisher_id.into(),
         };
         self.expect(&request, |r| match r {
-            Response::Watermark { seq, .. } => Some(seq),
+            Response::Watermark { seq, accepted, .. } => Some(Watermark {
+                persisted: seq,
+                accepted,
+            }),
             _ => None,
         })
     }
@@ -601,6 +608,7 @@ mod tests {
             Response::Watermark {
                 publisher_id: "p".into(),
                 seq: u64::MAX,
+                accepted: 3,
             },
             Response::Stats(PrincipalStats::default()),
             Response::error(ErrorKind::Busy, "later"),

@@ -53,6 +53,15 @@ pub enum Error {
     #[error("unexpected reply from the principal: {0}")]
     Reply(String),
 
+    /// The publisher's spool directory cannot be used.
+    #[error("spool directory {dir}: {source}")]
+    Spool {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+
     /// A socket could not be bound, usually because the port is in use.
     #[error("cannot bind {endpoint}: {source}")]
     Bind {

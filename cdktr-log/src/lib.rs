@@ -66,6 +66,7 @@ pub mod manager;
 pub mod message;
 pub mod publisher;
 pub mod query;
+mod spool;
 pub mod status;
 pub mod subscriber;
 pub mod wire;

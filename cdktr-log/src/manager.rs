@@ -1,6 +1,7 @@
 //! The principal's hub: PULL from agents, PUB to subscribers, and a lossless
 //! hand-off to in-process sinks such as the Persister.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -51,6 +52,10 @@ pub struct ManagerStats {
     pub received: u64,
     /// Valid messages republished on the PUB socket.
     pub forwarded: u64,
+    /// Re-sent messages (sequence number at or below one already
+    /// republished) given to the sinks but not republished, so that
+    /// subscribers see each line once.
+    pub replayed: u64,
     /// Malformed messages dropped.
     pub rejected: u64,
     /// Messages a sink could not take because its receiver was gone.
@@ -71,6 +76,7 @@ pub struct ManagerBuilder {
 struct Counters {
     received: AtomicU64,
     forwarded: AtomicU64,
+    replayed: AtomicU64,
     rejected: AtomicU64,
     sink_lost: AtomicU64,
     sink_blocked_ns: AtomicU64,
@@ -134,6 +140,7 @@ impl ManagerBuilder {
             counters: counters.clone(),
             stats: ManagerStats::default(),
             last_reject_warning: None,
+            republished: HashMap::new(),
         };
         let worker = std::thread::Builder::new()
             .name("cdktr-log-manager".into())
@@ -186,6 +193,7 @@ impl LogManager {
         ManagerStats {
             received: c.received.load(Relaxed),
             forwarded: c.forwarded.load(Relaxed),
+            replayed: c.replayed.load(Relaxed),
             rejected: c.rejected.load(Relaxed),
             sink_lost: c.sink_lost.load(Relaxed),
             sink_blocked: Duration::from_nanos(c.sink_blocked_ns.load(Relaxed)),
@@ -244,6 +252,8 @@ struct Forwarder {
     counters: Arc<Counters>,
     stats: ManagerStats,
     last_reject_warning: Option<Instant>,
+    /// Highest sequence number republished, per publisher.
+    republished: HashMap<String, u64>,
 }
 
 /// Messages handled between two looks at the stop flag and counter updates.
@@ -286,11 +296,26 @@ impl Forwarder {
         match inbox.decode(self.max) {
             Ok(env) => {
                 let (topic, body) = inbox.take();
-                // PUB never blocks: a slow subscriber loses its own copy.
-                if self.publisher.send(topic, zmq::SNDMORE | zmq::DONTWAIT).is_ok() {
-                    let _ = self.publisher.send(body, zmq::DONTWAIT);
+                let fresh = match self.republished.get_mut(env.publisher_id.as_str()) {
+                    Some(mark) if env.seq <= *mark => false,
+                    Some(mark) => {
+                        *mark = env.seq;
+                        true
+                    }
+                    None => {
+                        self.republished.insert(env.publisher_id.clone(), env.seq);
+                        true
+                    }
+                };
+                if fresh {
+                    // PUB never blocks: a slow subscriber loses its own copy.
+                    if self.publisher.send(topic, zmq::SNDMORE | zmq::DONTWAIT).is_ok() {
+                        let _ = self.publisher.send(body, zmq::DONTWAIT);
+                    }
+                    self.stats.forwarded += 1;
+                } else {
+                    self.stats.replayed += 1;
                 }
-                self.stats.forwarded += 1;
                 self.deliver(env);
             }
             Err(e) => {
@@ -367,6 +392,7 @@ impl Forwarder {
         let c = &self.counters;
         c.received.store(self.stats.received, Relaxed);
         c.forwarded.store(self.stats.forwarded, Relaxed);
+        c.replayed.store(self.stats.replayed, Relaxed);
         c.rejected.store(self.stats.rejected, Relaxed);
         c.sink_lost.store(self.stats.sink_lost, Relaxed);
         c.sink_blocked_ns

@@ -23,8 +23,23 @@ pub struct Envelope {
     pub publisher_id: String,
     /// Position of this message in its publisher's stream, from 1.
     pub seq: u64,
+    /// The publisher re-sends everything the principal has not accepted
+    /// (`docs/delivery.md`), so a receiver may drop a message that follows
+    /// a gap and wait for the re-send, keeping the stream contiguous.
+    pub replays: bool,
     /// The log line.
     pub message: LogMessage,
+}
+
+/// How far a publisher's stream has come at the principal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    /// Highest sequence number in the database: everything up to it is
+    /// stored (for a replaying publisher, with no gap).
+    pub persisted: u64,
+    /// Highest sequence number received and kept, written or not. For a
+    /// replaying publisher the stream up to it has no gap.
+    pub accepted: u64,
 }
 
 /// Borrowed view of a message's fields, so that callers holding the
@@ -70,6 +85,8 @@ struct BodyOut<'a> {
     timestamp_ms: i64,
     level: &'static str,
     payload: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    replays: bool,
 }
 
 // Every field optional so that the version is checked before anything else
@@ -95,6 +112,7 @@ struct BodyIn<'a> {
     level: Option<&'a str>,
     #[serde(borrow)]
     payload: Option<&'a str>,
+    replays: Option<bool>,
 }
 
 /// Writes the topic frame for `workflow_id` into `out` (cleared first).
@@ -115,10 +133,17 @@ pub fn topic(workflow_id: &str) -> Vec<u8> {
 /// Encodes `message` as the two frames of the wire format, into `topic` and
 /// `body` (both cleared first, so buffers can be reused).
 pub fn encode(publisher_id: &str, seq: u64, message: &LogMessage, topic: &mut Vec<u8>, body: &mut Vec<u8>) {
-    encode_fields(publisher_id, seq, message.into(), topic, body)
+    encode_fields(publisher_id, seq, false, message.into(), topic, body)
 }
 
-pub(crate) fn encode_fields(publisher_id: &str, seq: u64, f: Fields<'_>, topic: &mut Vec<u8>, body: &mut Vec<u8>) {
+pub(crate) fn encode_fields(
+    publisher_id: &str,
+    seq: u64,
+    replays: bool,
+    f: Fields<'_>,
+    topic: &mut Vec<u8>,
+    body: &mut Vec<u8>,
+) {
     write_topic(f.workflow_id, topic);
     body.clear();
     let out = BodyOut {
@@ -133,6 +158,7 @@ pub(crate) fn encode_fields(publisher_id: &str, seq: u64, f: Fields<'_>, topic: 
         timestamp_ms: f.timestamp_ms,
         level: f.level.as_str(),
         payload: f.payload,
+        replays,
     };
     rmp_serde::encode::write_named(body, &out).expect("writing MessagePack to a Vec cannot fail");
 }
@@ -202,6 +228,7 @@ pub fn decode_body(body: &[u8], max_message_bytes: usize) -> Result<Envelope> {
     Ok(Envelope {
         publisher_id: s(b.publisher_id, "publisher_id")?,
         seq,
+        replays: b.replays.unwrap_or(false),
         message: LogMessage {
             workflow_id: s(b.workflow_id, "workflow_id")?,
             workflow_name: s(b.workflow_name, "workflow_name")?,
@@ -254,6 +281,7 @@ mod tests {
             Envelope {
                 publisher_id: "p1".into(),
                 seq: 7,
+                replays: false,
                 message: m
             }
         );

@@ -304,8 +304,12 @@ impl ApiThread {
                 Response::Stats(snapshot(&self.manager, &self.persister, &self.counters, self.started))
             }
             Request::GetPublisherWatermark { publisher_id } => {
-                let seq = self.persister.watermark(&publisher_id);
-                Response::Watermark { publisher_id, seq }
+                let w = self.persister.watermark(&publisher_id);
+                Response::Watermark {
+                    publisher_id,
+                    seq: w.persisted,
+                    accepted: w.accepted,
+                }
             }
             Request::Heartbeat { agent_id, running } => {
                 self.liveness.heartbeat(agent_id, running, Instant::now());

@@ -33,7 +33,7 @@
 //!     level: Level::Error,
 //!     payload: "connection refused".into(),
 //! };
-//! sink.send(Envelope { publisher_id: "agent-1".into(), seq: 1, message }).unwrap();
+//! sink.send(Envelope { publisher_id: "agent-1".into(), seq: 1, replays: false, message }).unwrap();
 //!
 //! // Batches are written every 30 s or 10,000 lines; don't wait for that.
 //! persister.flush_now(Duration::from_secs(5))?;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use cdktr_log::wire::Watermark;
 use cdktr_log::Envelope;
 use crossbeam_channel::{bounded, never, select, Receiver, Sender};
 use duckdb::{params, Connection};
@@ -27,8 +28,12 @@ pub struct PersisterConfig {
     /// Capacity of the input channel (default 50,000). A full channel makes
     /// the log manager wait: that is the back-pressure.
     pub channel_capacity: usize,
-    /// Most messages held while writes fail (default 100,000); past it the
-    /// persister stops taking input until a write succeeds.
+    /// Most messages held unwritten (default 100,000). Past it, while
+    /// writes succeed, the persister stops taking input (back-pressure);
+    /// while they fail, it keeps taking input so that the bus keeps flowing
+    /// and sheds what it cannot hold: a replaying publisher re-sends it, a
+    /// message from any other publisher is lost and counted in
+    /// [`PersisterStats::shed`].
     pub max_pending: usize,
     /// How long [`Persister::shutdown`] keeps retrying a failing write
     /// (default 10 s).
@@ -82,8 +87,14 @@ pub struct PersisterStats {
     /// Messages taken from the channel and not yet written.
     pub pending: u64,
     /// Messages dropped on arrival because their publisher's sequence
-    /// number was already persisted (re-sent messages).
+    /// number was already accepted (re-sent messages).
     pub duplicates: u64,
+    /// Messages of replaying publishers dropped because they followed a
+    /// gap; the publisher re-sends from the gap.
+    pub gaps: u64,
+    /// Messages dropped because writes were failing and `max_pending` were
+    /// held.
+    pub shed: u64,
     /// Batches written.
     pub batches: u64,
     /// How long the last successful write took.
@@ -109,8 +120,11 @@ pub struct Persister {
     worker: Option<JoinHandle<Result<()>>>,
 }
 
-/// Each publisher's highest sequence number in the database.
-type Marks = Arc<Mutex<HashMap<String, u64>>>;
+/// Each publisher's marks, as the API reports them.
+type Marks = Arc<Mutex<HashMap<String, Watermark>>>;
+
+/// How often the accepted marks are shared with [`Persister::watermark`].
+const SHARE_EVERY: Duration = Duration::from_millis(5);
 
 enum Ctrl {
     Flush(Sender<Result<()>>),
@@ -124,6 +138,8 @@ struct Counters {
     failed_flushes: AtomicU64,
     pending: AtomicU64,
     duplicates: AtomicU64,
+    gaps: AtomicU64,
+    shed: AtomicU64,
     batches: AtomicU64,
     last_flush_ns: AtomicU64,
 }
@@ -142,7 +158,17 @@ impl Persister {
             .try_clone()
             .map_err(Error::db("opening the persister's connection"))?;
         let marks = load_marks(&conn)?;
-        let written = Arc::new(Mutex::new(marks.clone()));
+        let shared = marks
+            .iter()
+            .map(|(p, &seq)| {
+                let w = Watermark {
+                    persisted: seq,
+                    accepted: seq,
+                };
+                (p.clone(), w)
+            })
+            .collect();
+        let written = Arc::new(Mutex::new(shared));
         let (input, rx) = bounded(config.channel_capacity.max(1));
         let (ctrl, ctrl_rx) = bounded(16);
         let counters = Arc::new(Counters::default());
@@ -156,6 +182,8 @@ impl Persister {
             stats: PersisterStats::default(),
             counters: counters.clone(),
             written: written.clone(),
+            shared_at: Instant::now(),
+            dirty: false,
             failing: false,
             inject_failures: 0,
         };
@@ -195,13 +223,13 @@ impl Persister {
         }
     }
 
-    /// The highest sequence number of `publisher_id` that is in the
-    /// database; 0 when none is. Answered from memory, kept in step with
-    /// each committed batch (the same as
-    /// [`Store::publisher_watermark`]).
-    pub fn watermark(&self, publisher_id: &str) -> u64 {
+    /// How far `publisher_id`'s stream has come; zeros for a publisher
+    /// never seen. Answered from memory: `persisted` moves with each
+    /// committed batch (the same as [`Store::publisher_watermark`]),
+    /// `accepted` within a few milliseconds of arrival.
+    pub fn watermark(&self, publisher_id: &str) -> Watermark {
         let marks = self.written.lock().unwrap_or_else(|e| e.into_inner());
-        marks.get(publisher_id).copied().unwrap_or(0)
+        marks.get(publisher_id).copied().unwrap_or_default()
     }
 
     /// The counters as of now.
@@ -212,6 +240,8 @@ impl Persister {
             failed_flushes: c.failed_flushes.load(Relaxed),
             pending: c.pending.load(Relaxed),
             duplicates: c.duplicates.load(Relaxed),
+            gaps: c.gaps.load(Relaxed),
+            shed: c.shed.load(Relaxed),
             batches: c.batches.load(Relaxed),
             last_flush: Duration::from_nanos(c.last_flush_ns.load(Relaxed)),
         }
@@ -289,6 +319,9 @@ struct Worker {
     stats: PersisterStats,
     counters: Arc<Counters>,
     written: Marks,
+    shared_at: Instant,
+    /// Accepted marks moved since they were last shared.
+    dirty: bool,
     /// The last write failed: wait for the interval before the next.
     failing: bool,
     inject_failures: u32,
@@ -300,12 +333,15 @@ impl Worker {
         let (rx, ctrl, stalled) = (self.rx.clone(), self.ctrl.clone(), never());
         loop {
             // Memory stays bounded while writes fail: stop taking input.
-            let input = if self.pending.len() < self.config.max_pending {
+            let input = if self.failing || self.pending.len() < self.config.max_pending {
                 &rx
             } else {
                 &stalled
             };
-            let timeout = next_flush.saturating_duration_since(Instant::now());
+            let mut timeout = next_flush.saturating_duration_since(Instant::now());
+            if self.dirty {
+                timeout = timeout.min(SHARE_EVERY);
+            }
             select! {
                 recv(input) -> m => {
                     if let Ok(env) = m {
@@ -335,22 +371,61 @@ impl Worker {
                 }
                 next_flush = Instant::now() + self.config.flush_interval;
             }
+            self.share_marks();
             self.publish_stats();
         }
     }
 
     fn accept(&mut self, env: Envelope) {
-        match self.marks.get_mut(env.publisher_id.as_str()) {
-            Some(mark) if env.seq <= *mark => {
-                self.stats.duplicates += 1;
-                return;
+        let mark = self.marks.get(env.publisher_id.as_str()).copied().unwrap_or(0);
+        if env.seq <= mark {
+            self.stats.duplicates += 1;
+        } else if env.replays && env.seq != mark + 1 {
+            // Its publisher re-sends from the gap; taking this one now
+            // would make the gap's messages look like duplicates.
+            self.stats.gaps += 1;
+        } else if self.pending.len() >= self.config.max_pending {
+            // Only reached while writes fail (otherwise input stalls first).
+            self.stats.shed += 1;
+            if self.stats.shed.is_power_of_two() {
+                log::warn!(
+                    "persister: writes failing and {} lines held; {} shed so far (replaying publishers re-send them)",
+                    self.pending.len(),
+                    self.stats.shed
+                );
             }
-            Some(mark) => *mark = env.seq,
-            None => {
-                self.marks.insert(env.publisher_id.clone(), env.seq);
+        } else {
+            match self.marks.get_mut(env.publisher_id.as_str()) {
+                Some(m) => *m = env.seq,
+                None => {
+                    self.marks.insert(env.publisher_id.clone(), env.seq);
+                }
+            }
+            self.pending.push(env);
+            self.dirty = true;
+        }
+    }
+
+    /// Shares the accepted marks with the API, at most every few ms.
+    fn share_marks(&mut self) {
+        if !self.dirty || self.shared_at.elapsed() < SHARE_EVERY {
+            return;
+        }
+        self.shared_at = Instant::now();
+        self.dirty = false;
+        let mut shared = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        for (publisher, &seq) in &self.marks {
+            match shared.get_mut(publisher.as_str()) {
+                Some(w) => w.accepted = seq,
+                None => {
+                    let w = Watermark {
+                        persisted: 0,
+                        accepted: seq,
+                    };
+                    shared.insert(publisher.clone(), w);
+                }
             }
         }
-        self.pending.push(env);
     }
 
     /// Moves what is already in the channel into the pending batch.
@@ -387,7 +462,8 @@ impl Worker {
                 let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
                 for (publisher, seq) in marks {
                     let w = written.entry(publisher.to_owned()).or_default();
-                    *w = (*w).max(seq);
+                    w.persisted = w.persisted.max(seq);
+                    w.accepted = w.accepted.max(seq);
                 }
                 drop(written);
                 self.stats.persisted += self.pending.len() as u64;
@@ -434,6 +510,8 @@ impl Worker {
         c.failed_flushes.store(self.stats.failed_flushes, Relaxed);
         c.pending.store(self.pending.len() as u64, Relaxed);
         c.duplicates.store(self.stats.duplicates, Relaxed);
+        c.gaps.store(self.stats.gaps, Relaxed);
+        c.shed.store(self.stats.shed, Relaxed);
         c.batches.store(self.stats.batches, Relaxed);
         c.last_flush_ns.store(self.stats.last_flush.as_nanos() as u64, Relaxed);
     }

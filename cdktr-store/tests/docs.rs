@@ -52,6 +52,7 @@ fn the_schema_doc_examples_run() {
                 .send(Envelope {
                     publisher_id: "p".into(),
                     seq: i as u64 + 1,
+                    replays: false,
                     message,
                 })
                 .unwrap();

@@ -28,6 +28,7 @@ fn env(publisher: &str, seq: u64, message: LogMessage) -> Envelope {
     Envelope {
         publisher_id: publisher.into(),
         seq,
+        replays: false,
         message,
     }
 }
@@ -444,7 +445,7 @@ fn failed_writes_are_retried_until_they_succeed_and_nothing_is_lost_or_doubled()
 }
 
 #[test]
-fn a_failing_database_holds_memory_bounded_and_back_pressures_the_sender() {
+fn a_failing_database_keeps_taking_input_within_its_cap_and_a_replay_fills_the_gap() {
     let store = Store::open_in_memory().unwrap();
     let config = PersisterConfig {
         flush_interval: Duration::from_millis(20),
@@ -456,22 +457,45 @@ fn a_failing_database_holds_memory_bounded_and_back_pressures_the_sender() {
     let persister = Persister::start(&store, config).unwrap();
     persister.fail_next_writes(u32::MAX);
     let tx = persister.sender();
-    let mut accepted = 0u64;
-    for i in 0..1000 {
-        match tx.send_timeout(env("p", i + 1, message(i as usize)), Duration::from_millis(200)) {
-            Ok(()) => accepted += 1,
-            Err(_) => break,
-        }
+    let replaying = |seq: u64| Envelope {
+        replays: true,
+        ..env("r", seq, message(seq as usize))
+    };
+    // The bus keeps flowing: every send is taken, none waits for the database.
+    for seq in 1..=1000 {
+        tx.send_timeout(replaying(seq), WAIT).unwrap();
     }
-    assert!(accepted <= 50 + 10 + 1, "accepted {accepted} while writes fail");
-    assert!(persister.stats().pending <= 50);
+    let wait = |what: &str, done: &dyn Fn(cdktr_store::PersisterStats) -> bool| {
+        let end = Instant::now() + WAIT;
+        while !done(persister.stats()) {
+            assert!(Instant::now() < end, "{what}: {:?}", persister.stats());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait("the input is taken", &|s| s.pending + s.shed + s.gaps == 1000);
+    let s = persister.stats();
+    // Memory stays at the cap; the first message past it is shed, and the
+    // ones after it wait for the re-send rather than leave a hole.
+    assert_eq!((s.pending, s.shed, s.gaps, s.persisted), (50, 1, 949, 0), "{s:?}");
+    wait("the accepted mark is shared", &|_| {
+        persister.watermark("r").accepted == 50
+    });
+    assert_eq!(persister.watermark("r").persisted, 0);
+
     persister.fail_next_writes(0);
-    for i in accepted..1000 {
-        tx.send_timeout(env("p", i + 1, message(i as usize)), WAIT).unwrap();
+    wait("the held lines are written", &|s| s.persisted == 50);
+    assert_eq!(persister.watermark("r").persisted, 50);
+    // The publisher re-sends all it retained: what is stored is dropped.
+    for seq in 1..=1000 {
+        tx.send_timeout(replaying(seq), WAIT).unwrap();
     }
     let stats = persister.shutdown().unwrap();
-    assert_eq!(stats.persisted, 1000);
-    assert!(stats.failed_flushes > 0);
+    assert_eq!((stats.persisted, stats.duplicates), (1000, 50), "{stats:?}");
+    let rows = store.query_logs(&all_of(LogQuery::default())).unwrap();
+    let mut payloads: Vec<_> = rows.into_iter().map(|m| m.payload).collect();
+    payloads.sort();
+    payloads.dedup();
+    assert_eq!(payloads.len(), 1000, "each line exactly once");
 }
 
 #[test]
