@@ -8,11 +8,17 @@
 //! - the ceiling: raw libzmq PUSH -> PULL of the same two frames, one
 //!   pushing thread per publisher, nothing decoded;
 //! - the bus: `LogPublisher`s -> `LogManager` -> an in-process sink that
-//!   counts, every message decoded, republished on PUB and handed over.
+//!   counts, every message decoded, republished on PUB and handed over;
+//! - the same with acknowledged delivery (`docs/delivery.md`): publishers
+//!   keep every line until acknowledged, polling a stand-in for the
+//!   principal's API that acknowledges what the sink has counted.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cdktr_log::{wire, BusConfig, Level, LogManager, LogMessage, LogPublisher};
+use cdktr_log::api::{Request, Response};
+use cdktr_log::{wire, ApiConfig, BusConfig, Level, LogManager, LogMessage, LogPublisher};
 
 fn message(i: usize) -> LogMessage {
     LogMessage {
@@ -58,7 +64,40 @@ fn raw(publishers: usize, each: usize) -> Duration {
     elapsed
 }
 
-fn bus(publishers: usize, each: usize) -> Duration {
+type Marks = Arc<Mutex<HashMap<String, u64>>>;
+
+/// Answers GetPublisherWatermark from `marks`, as a principal whose
+/// database took every line at once would.
+fn acknowledger(marks: Marks) -> ApiConfig {
+    let ctx = zmq::Context::new();
+    let rep = ctx.socket(zmq::REP).unwrap();
+    rep.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = rep.get_last_endpoint().unwrap().unwrap();
+    std::thread::spawn(move || {
+        let _ctx = ctx;
+        while let Ok(bytes) = rep.recv_bytes(0) {
+            let reply = match Request::from_bytes(&bytes) {
+                Ok(Request::GetPublisherWatermark { publisher_id }) => {
+                    let seq = marks.lock().unwrap().get(&publisher_id).copied().unwrap_or(0);
+                    Response::Watermark {
+                        publisher_id,
+                        seq,
+                        accepted: seq,
+                    }
+                }
+                Ok(other) => Response::error(cdktr_log::api::ErrorKind::UnknownOp, other.op()),
+                Err((kind, message)) => Response::Error { kind, message },
+            };
+            rep.send(reply.to_bytes(), 0).unwrap();
+        }
+    });
+    ApiConfig {
+        host: "127.0.0.1".into(),
+        port: endpoint.rsplit(':').next().unwrap().parse().unwrap(),
+    }
+}
+
+fn bus(publishers: usize, each: usize, acknowledged: bool) -> Duration {
     let (sink, rx) = crossbeam_channel::bounded(50_000);
     let config = BusConfig {
         host: "127.0.0.1".into(),
@@ -67,16 +106,20 @@ fn bus(publishers: usize, each: usize) -> Duration {
     };
     let manager = LogManager::builder(&config).sink(sink).start().unwrap();
     let config = manager.config().clone();
+    let marks: Marks = Arc::default();
+    let api = acknowledged.then(|| acknowledger(marks.clone()));
+    let spool = std::env::temp_dir().join(format!("cdktr-throughput-spool-{}", std::process::id()));
     let messages: Vec<LogMessage> = (0..each).map(message).collect();
     let start = Instant::now();
     let threads: Vec<_> = (0..publishers)
         .map(|_| {
-            let (config, messages) = (config.clone(), messages.clone());
+            let (config, messages, api, spool) = (config.clone(), messages.clone(), api.clone(), spool.clone());
             std::thread::spawn(move || {
-                let publisher = LogPublisher::builder(&config)
-                    .shutdown_timeout(Duration::from_secs(120))
-                    .start()
-                    .unwrap();
+                let mut builder = LogPublisher::builder(&config).shutdown_timeout(Duration::from_secs(120));
+                if let Some(api) = &api {
+                    builder = builder.acknowledged_by(api).spool_dir(spool);
+                }
+                let publisher = builder.start().unwrap();
                 for m in messages {
                     publisher.publish(m).unwrap();
                 }
@@ -84,21 +127,31 @@ fn bus(publishers: usize, each: usize) -> Duration {
             })
         })
         .collect();
+    let mut seen: HashMap<String, u64> = HashMap::new();
     for n in 0..publishers * each {
-        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        let Ok(env) = rx.recv_timeout(Duration::from_secs(30)) else {
             let stats: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
             panic!(
                 "stalled after {n} messages; manager {:?}; publishers {stats:?}",
                 manager.stats()
             );
+        };
+        if acknowledged {
+            let mark = seen.entry(env.publisher_id).or_default();
+            *mark = (*mark).max(env.seq);
+            if n % 4096 == 0 {
+                marks.lock().unwrap().extend(seen.iter().map(|(k, v)| (k.clone(), *v)));
+            }
         }
     }
     let elapsed = start.elapsed();
+    marks.lock().unwrap().extend(seen);
     for t in threads {
         assert_eq!(t.join().unwrap().dropped, 0);
     }
     let stats = manager.shutdown().unwrap();
     assert_eq!(stats.forwarded, (publishers * each) as u64);
+    let _ = std::fs::remove_dir_all(&spool);
     elapsed
 }
 
@@ -108,12 +161,16 @@ fn main() {
     let each = args.next().unwrap_or(250_000);
     let n = (publishers * each) as f64;
     let ceiling = raw(publishers, each);
-    let ours = bus(publishers, each);
+    let ours = bus(publishers, each, false);
+    let acked = bus(publishers, each, true);
     let rate = |d: Duration| n / d.as_secs_f64();
     println!(
-        "{publishers} publishers x {each}: raw libzmq PUSH->PULL {:.0} msgs/s; bus publish->manager->sink {:.0} msgs/s ({:.0}% of raw)",
+        "{publishers} publishers x {each}: raw libzmq PUSH->PULL {:.0} msgs/s; bus publish->manager->sink {:.0} msgs/s ({:.0}% of raw); \
+         acknowledged {:.0} msgs/s ({:.0}% of best effort)",
         rate(ceiling),
         rate(ours),
-        100.0 * rate(ours) / rate(ceiling)
+        100.0 * rate(ours) / rate(ceiling),
+        rate(acked),
+        100.0 * rate(acked) / rate(ours)
     );
 }

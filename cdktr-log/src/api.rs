@@ -150,8 +150,8 @@ impl Request {
     }
 
     /// Reads a request, saying precisely what is wrong with a bad one: the
-    /// error is the reply to send back.
-    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Request, Response> {
+    /// error is the kind and message of the [`Response::Error`] to send back.
+    pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Request, (ErrorKind, String)> {
         #[derive(Deserialize)]
         struct Op {
             op: String,
@@ -159,19 +159,19 @@ impl Request {
         let op = match rmp_serde::from_slice::<Op>(bytes) {
             Ok(o) => o.op,
             Err(e) => {
-                return Err(Response::error(
+                return Err((
                     ErrorKind::Malformed,
                     format!("expected a MessagePack map with an \"op\" string: {e}"),
                 ))
             }
         };
         if !Request::OPS.contains(&op.as_str()) {
-            return Err(Response::error(
+            return Err((
                 ErrorKind::UnknownOp,
                 format!("unknown op {op:?}; known: {}", Request::OPS.join(", ")),
             ));
         }
-        rmp_serde::from_slice(bytes).map_err(|e| Response::error(ErrorKind::Invalid, format!("{op}: {e}")))
+        rmp_serde::from_slice(bytes).map_err(|e| (ErrorKind::Invalid, format!("{op}: {e}")))
     }
 }
 
@@ -216,14 +216,21 @@ pub struct PrincipalStats {
     pub received: u64,
     /// Log messages republished to subscribers.
     pub forwarded: u64,
+    /// Re-sent log messages given to the store but not republished.
+    pub replayed: u64,
     /// Malformed log messages dropped.
     pub rejected: u64,
     /// Log lines written to the database.
     pub persisted: u64,
     /// Log lines received but not written yet.
     pub pending: u64,
-    /// Re-sent log lines dropped because they were already stored.
+    /// Re-sent log lines dropped because they were already taken.
     pub duplicates: u64,
+    /// Lines of replaying publishers dropped after a gap, awaiting the
+    /// re-send.
+    pub gaps: u64,
+    /// Lines shed while writes failed and the persister was full.
+    pub shed: u64,
     /// Batch writes that failed (and were kept for retry).
     pub failed_flushes: u64,
     /// Batch writes that succeeded.
@@ -560,7 +567,7 @@ mod tests {
     #[test]
     fn bad_requests_get_the_right_error_kind() {
         let kind = |b: &[u8]| match Request::from_bytes(b) {
-            Err(Response::Error { kind, message }) => {
+            Err((kind, message)) => {
                 assert!(!message.is_empty());
                 kind
             }

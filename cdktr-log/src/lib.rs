@@ -2,7 +2,9 @@
 //! from the agents that run tasks to the principal and on to whoever watches.
 //!
 //! - Agents hold a [`LogPublisher`] (a ZeroMQ PUSH socket driven by a
-//!   background thread) and write through per-task [`TaskLogger`]s.
+//!   background thread) and write through per-task [`TaskLogger`]s. With
+//!   acknowledged delivery it keeps every line until the principal has
+//!   stored it, and re-sends what was lost (`docs/delivery.md`).
 //! - The principal runs a [`LogManager`]: it PULLs from every agent,
 //!   republishes each message on a PUB socket, and hands it, without loss,
 //!   to in-process sinks such as the store's Persister.

@@ -174,10 +174,13 @@ fn snapshot(manager: &LogManager, persister: &Persister, c: &Counters, started: 
     PrincipalStats {
         received: m.received,
         forwarded: m.forwarded,
+        replayed: m.replayed,
         rejected: m.rejected,
         persisted: p.persisted,
         pending: p.pending,
         duplicates: p.duplicates,
+        gaps: p.gaps,
+        shed: p.shed,
         failed_flushes: p.failed_flushes,
         batches: p.batches,
         live_agents: c.live_agents.load(Relaxed),
@@ -289,7 +292,7 @@ impl ApiThread {
         }
         let request = match Request::from_bytes(&body[0]) {
             Ok(r) => r,
-            Err(error) => return self.reply(envelope, &error),
+            Err((kind, message)) => return self.reply(envelope, &Response::Error { kind, message }),
         };
         let response = match request {
             Request::QueryLogs { .. } | Request::GetRecentWorkflowStatuses(_) | Request::GetWorkflowTimeline { .. } => {

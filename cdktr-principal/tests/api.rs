@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use cdktr_log::api::{ErrorKind, Request, Response};
 use cdktr_log::{ApiClient, ApiConfig, BusConfig, Level, LogMessage, LogPublisher, RunStatus};
 
+mod common;
+
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A principal child process on free ports, as its banner reports them.
@@ -463,17 +465,7 @@ fn a_silent_agent_gets_exactly_one_crashed_row_per_running_instance() {
 
 #[test]
 fn a_slow_query_does_not_hold_up_status_updates() {
-    use cdktr_principal::Principal;
-    let principal = Principal::builder()
-        .bus(BusConfig {
-            host: "127.0.0.1".into(),
-            listening_port: 0,
-            publishing_port: 0,
-        })
-        .api(ApiConfig {
-            host: "127.0.0.1".into(),
-            port: 0,
-        })
+    let principal = common::local_principal()
         .database(cdktr_store::Location::Memory)
         .query_workers(2)
         .query_delay(Duration::from_secs(3))

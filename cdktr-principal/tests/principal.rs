@@ -188,18 +188,7 @@ fn a_port_in_use_or_a_bad_database_exit_non_zero_with_one_line() {
 
 #[test]
 fn a_line_is_queryable_within_a_second_although_batches_wait_30_seconds() {
-    use cdktr_principal::Principal;
-    let bus = BusConfig {
-        host: "127.0.0.1".into(),
-        listening_port: 0,
-        publishing_port: 0,
-    };
-    let principal = Principal::builder()
-        .bus(bus)
-        .api(cdktr_log::ApiConfig {
-            host: "127.0.0.1".into(),
-            port: 0,
-        })
+    let principal = common::local_principal()
         .database(cdktr_store::Location::Memory)
         .flush_interval(Duration::from_secs(30))
         .start()
