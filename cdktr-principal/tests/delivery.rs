@@ -366,3 +366,50 @@ fn a_subscriber_that_never_reads_does_not_hold_up_ingestion() {
     publisher.shutdown().unwrap();
     principal.shutdown().unwrap();
 }
+
+#[test]
+fn lines_left_unacknowledged_at_shutdown_are_sent_by_the_next_publisher_on_the_spool() {
+    const N: usize = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (db, spool) = (dir.path().join("app.db"), dir.path().join("spool"));
+    let p = ports();
+    // No principal: the first publisher can only keep its lines.
+    let first = acknowledged(&p, &spool)
+        .buffer_bytes(64 << 10)
+        .shutdown_timeout(Duration::from_millis(300))
+        .start()
+        .unwrap();
+    let first_id = first.publisher_id().to_owned();
+    for i in 0..N {
+        first.publish(line(0, i)).unwrap();
+    }
+    first.flush(Duration::ZERO).ok();
+    let stats = first.shutdown().unwrap();
+    assert_eq!((stats.dropped, stats.sent), (0, 0), "{stats:?}");
+    assert!(stats.left_in_spool > 0 && stats.spilled > 0, "{stats:?}");
+    assert!(!spool_files(&spool).is_empty());
+
+    let mut child = principal(&db, &p);
+    let second = acknowledged(&p, &spool).start().unwrap();
+    second.publish(line(1, 0)).unwrap();
+    second.wait_persisted(WAIT).unwrap();
+    // The first publisher's stream arrives under its own id, on its own.
+    let end = Instant::now() + WAIT;
+    loop {
+        let mark = cdktr_log::ApiClient::connect(&p.api)
+            .unwrap()
+            .watermark(&first_id)
+            .unwrap();
+        if mark.persisted == N as u64 {
+            break;
+        }
+        assert!(Instant::now() < end, "the left lines never arrived: {mark:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    second.shutdown().unwrap();
+    kill(&mut child, "-TERM");
+    let census = census(&db, &HashMap::from([(0, N), (1, 1)]));
+    report("left in the spool", N + 1, census, &[stats]);
+    assert_eq!(census, (N + 1, N + 1, 0));
+    assert!(spool_files(&spool).is_empty(), "left behind: {:?}", spool_files(&spool));
+}
