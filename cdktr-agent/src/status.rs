@@ -1,0 +1,187 @@
+//! Status updates and heartbeats to the principal's API, each on a thread
+//! of its own so that a principal that is down never holds up a task.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cdktr_log::api::{ErrorKind, Request, Response};
+use cdktr_log::{ApiClient, ApiConfig};
+use crossbeam_channel::{unbounded, Receiver, Sender};
+
+use crate::error::{Error, Result};
+
+/// Sends status updates one at a time, in order, retrying each until the
+/// principal has recorded it.
+pub(crate) struct Reporter {
+    tx: Option<Sender<Request>>,
+    queued: Arc<AtomicU64>,
+    delivered: Arc<AtomicU64>,
+    /// Set to give up on what is still queued.
+    abandon: Arc<AtomicBool>,
+    thread: Option<JoinHandle<u64>>,
+}
+
+impl Reporter {
+    pub fn start(api: &ApiConfig) -> Result<Reporter> {
+        let (tx, rx) = unbounded();
+        let (queued, delivered, abandon) = (
+            Arc::default(),
+            Arc::<AtomicU64>::default(),
+            Arc::<AtomicBool>::default(),
+        );
+        let (api, d, a) = (api.clone(), delivered.clone(), abandon.clone());
+        let thread = std::thread::Builder::new()
+            .name("cdktr-agent-status".into())
+            .spawn(move || deliver(api, rx, d, a))
+            .map_err(|source| Error::Spawn { name: "status", source })?;
+        Ok(Reporter {
+            tx: Some(tx),
+            queued,
+            delivered,
+            abandon,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn send(&self, update: Request) {
+        if let Some(tx) = &self.tx {
+            self.queued.fetch_add(1, Relaxed);
+            let _ = tx.send(update);
+        }
+    }
+
+    /// Waits up to `timeout` for everything queued to be recorded; returns
+    /// how many updates could not be.
+    pub fn finish(mut self, timeout: Duration) -> u64 {
+        drop(self.tx.take());
+        let end = Instant::now() + timeout;
+        while self.delivered.load(Relaxed) < self.queued.load(Relaxed) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.abandon.store(true, Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
+fn deliver(api: ApiConfig, rx: Receiver<Request>, delivered: Arc<AtomicU64>, abandon: Arc<AtomicBool>) -> u64 {
+    let mut client = None;
+    let mut lost = 0;
+    for update in rx.iter() {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            if abandon.load(Relaxed) {
+                lost += 1;
+                break;
+            }
+            if client.is_none() {
+                client = ApiClient::connect(&api)
+                    .map(|c| c.with_timeout(Duration::from_secs(2)))
+                    .map_err(|e| log::error!("agent: no API client for {}: {e}", api.endpoint()))
+                    .ok();
+            }
+            let retry = match client.as_mut().map(|c| c.call(&update)) {
+                Some(Ok(Response::Accepted)) => false,
+                Some(Ok(Response::Error { kind, message })) => {
+                    let transient = matches!(kind, ErrorKind::Busy | ErrorKind::Database | ErrorKind::ShuttingDown);
+                    if !transient {
+                        log::error!("agent: the principal refused a status update ({kind}): {message}");
+                    }
+                    transient
+                }
+                Some(Ok(other)) => {
+                    log::error!("agent: unexpected reply to a status update: {other:?}");
+                    false
+                }
+                Some(Err(e)) => {
+                    log::debug!("agent: status update not delivered yet: {e}");
+                    true
+                }
+                None => true,
+            };
+            if !retry {
+                break;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+        delivered.fetch_add(1, Relaxed);
+    }
+    if lost > 0 {
+        log::warn!("agent: {lost} status update(s) could not be delivered before the agent stopped");
+    }
+    lost
+}
+
+/// Tells the principal, every interval, which workflow instances this agent
+/// is running.
+pub(crate) struct Heartbeats {
+    pub running: Arc<Mutex<BTreeSet<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Heartbeats {
+    pub fn start(api: &ApiConfig, agent_id: String, interval: Duration) -> Result<Heartbeats> {
+        let running: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let stop: Arc<AtomicBool> = Arc::default();
+        let (api, r, s) = (api.clone(), running.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("cdktr-agent-heartbeat".into())
+            .spawn(move || {
+                let mut client = None;
+                let mut next = Instant::now();
+                while !s.load(Relaxed) {
+                    if Instant::now() >= next {
+                        next = Instant::now() + interval;
+                        if client.is_none() {
+                            client = ApiClient::connect(&api)
+                                .map(|c| c.with_timeout(interval.min(Duration::from_secs(2))))
+                                .ok();
+                        }
+                        let list: Vec<String> = r.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+                        if let Some(c) = client.as_mut() {
+                            let beat = Request::Heartbeat {
+                                agent_id: agent_id.clone(),
+                                running: list,
+                            };
+                            if let Err(e) = c.send(&beat) {
+                                log::debug!("agent: heartbeat not delivered: {e}");
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+            .map_err(|source| Error::Spawn {
+                name: "heartbeat",
+                source,
+            })?;
+        Ok(Heartbeats {
+            running,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Adds (`true`) or removes an instance from the next heartbeats.
+    pub fn set(&self, instance: &str, running: bool) {
+        let mut r = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running {
+            r.insert(instance.to_owned());
+        } else {
+            r.remove(instance);
+        }
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
