@@ -18,6 +18,8 @@ pub const ENV_AGENT_ID: &str = "CDKTR_AGENT_ID";
 /// Env var: the spool directory for undelivered log lines (default
 /// `$HOME/.cdktr/spool`).
 pub const ENV_SPOOL_DIR: &str = "CDKTR_SPOOL_DIR";
+/// Env var: how often, in ms, the agent sends heartbeats (default 5000).
+pub const ENV_HEARTBEAT_INTERVAL_MS: &str = "CDKTR_AGENT_HEARTBEAT_INTERVAL_MS";
 /// Env var: how long, in ms, the agent waits at exit for the principal to
 /// take what is pending (default 60000).
 pub const ENV_SHUTDOWN_TIMEOUT_MS: &str = "CDKTR_AGENT_SHUTDOWN_TIMEOUT_MS";
@@ -72,18 +74,28 @@ impl AgentConfig {
             }
             c.agent_id = id;
         }
-        if let Ok(v) = std::env::var(ENV_SHUTDOWN_TIMEOUT_MS) {
-            c.shutdown_timeout = v
-                .trim()
-                .parse::<u64>()
-                .map(Duration::from_millis)
-                .map_err(|_| Error::InvalidEnv {
-                    var: ENV_SHUTDOWN_TIMEOUT_MS,
-                    value: v,
-                    reason: "expected milliseconds",
-                })?;
+        if let Some(d) = millis(ENV_SHUTDOWN_TIMEOUT_MS)? {
+            c.shutdown_timeout = d;
+        }
+        if let Some(d) = millis(ENV_HEARTBEAT_INTERVAL_MS)? {
+            c.heartbeat_interval = d.max(Duration::from_millis(10));
         }
         Ok(c)
+    }
+}
+
+fn millis(var: &'static str) -> Result<Option<Duration>> {
+    match std::env::var(var) {
+        Err(_) => Ok(None),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(|ms| Some(Duration::from_millis(ms)))
+            .map_err(|_| Error::InvalidEnv {
+                var,
+                value: v,
+                reason: "expected milliseconds",
+            }),
     }
 }
 

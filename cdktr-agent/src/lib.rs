@@ -40,7 +40,8 @@ pub mod task;
 pub mod workflow;
 
 pub use agent::{
-    Agent, AgentConfig, RunReport, ShutdownReport, TaskReport, ENV_AGENT_ID, ENV_SHUTDOWN_TIMEOUT_MS, ENV_SPOOL_DIR,
+    Agent, AgentConfig, RunReport, ShutdownReport, TaskReport, ENV_AGENT_ID, ENV_HEARTBEAT_INTERVAL_MS,
+    ENV_SHUTDOWN_TIMEOUT_MS, ENV_SPOOL_DIR,
 };
 pub use error::{Error, Result};
 pub use task::Outcome;

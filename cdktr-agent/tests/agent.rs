@@ -390,3 +390,60 @@ fn bad_invocations_are_explained() {
         assert!(err.contains(says), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn an_agent_killed_mid_task_has_its_workflow_marked_crashed_once() {
+    let p = Principal::builder()
+        .bus(BusConfig {
+            host: "127.0.0.1".into(),
+            listening_port: 0,
+            publishing_port: 0,
+        })
+        .api(ApiConfig {
+            host: "127.0.0.1".into(),
+            port: 0,
+        })
+        .database(cdktr_store::Location::Memory)
+        .heartbeat_timeout(Duration::from_millis(800))
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = agent_binary(p.bus().config(), &p.api_config(), dir.path())
+        .env("CDKTR_AGENT_HEARTBEAT_INTERVAL_MS", "100")
+        .args(["run", "--workflow-id", "doomed", "--", "sleep", "5"])
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(agent.stdout.take().unwrap());
+    let instance = until(&mut out, "instance ").rsplit(' ').next().unwrap().to_owned();
+    let running = || {
+        p.store()
+            .timeline(&instance)
+            .unwrap()
+            .iter()
+            .any(|c| c.task.is_some() && c.status == RunStatus::Running)
+    };
+    let end = Instant::now() + WAIT;
+    while !running() || p.stats().live_agents == 0 {
+        assert!(Instant::now() < end, "the task never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Alive and beating: nothing is marked while it runs.
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert_eq!(p.stats().crashed, 0);
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    while p.stats().crashed == 0 {
+        assert!(Instant::now() < end, "never marked CRASHED");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let crashed: Vec<bool> = p
+        .store()
+        .timeline(&instance)
+        .unwrap()
+        .iter()
+        .filter(|c| c.status == RunStatus::Crashed)
+        .map(|c| c.task.is_some())
+        .collect();
+    assert_eq!(crashed, [false, true], "the workflow and its running task, once each");
+    p.shutdown().unwrap();
+}
