@@ -56,6 +56,12 @@ pub enum Request {
         /// The query.
         query: LogQuery,
     },
+    /// How many stored lines a query matches (its limit, order and `after`
+    /// aside); replies [`Response::Count`].
+    CountLogs {
+        /// The query.
+        query: LogQuery,
+    },
     /// The most recently active workflow instances; replies
     /// [`Response::Workflows`]. The filter's fields sit beside `"op"`.
     GetRecentWorkflowStatuses(RecentWorkflows),
@@ -121,6 +127,7 @@ impl Request {
         match self {
             Request::Ping {} => "Ping",
             Request::QueryLogs { .. } => "QueryLogs",
+            Request::CountLogs { .. } => "CountLogs",
             Request::GetRecentWorkflowStatuses(_) => "GetRecentWorkflowStatuses",
             Request::GetWorkflowTimeline { .. } => "GetWorkflowTimeline",
             Request::WorkflowStatusUpdate { .. } => "WorkflowStatusUpdate",
@@ -132,9 +139,10 @@ impl Request {
     }
 
     /// Every operation's name.
-    pub const OPS: [&'static str; 9] = [
+    pub const OPS: [&'static str; 10] = [
         "Ping",
         "QueryLogs",
+        "CountLogs",
         "GetRecentWorkflowStatuses",
         "GetWorkflowTimeline",
         "WorkflowStatusUpdate",
@@ -245,6 +253,10 @@ pub struct PrincipalStats {
     pub request_errors: u64,
     /// Milliseconds since the principal started.
     pub uptime_ms: u64,
+    /// The principal's resident memory now, in bytes (0 where unknown).
+    pub rss_bytes: u64,
+    /// The most resident memory the principal has used, in bytes.
+    pub peak_rss_bytes: u64,
 }
 
 /// A reply from the principal. On the wire: a map whose `"reply"` is the
@@ -261,6 +273,11 @@ pub enum Response {
     },
     /// To [`Request::QueryLogs`]: `lines` and `next` beside `"reply"`.
     Logs(LogPage),
+    /// To [`Request::CountLogs`].
+    Count {
+        /// Lines matched.
+        count: u64,
+    },
     /// To [`Request::GetRecentWorkflowStatuses`], newest first.
     Workflows {
         /// The instances.
@@ -434,6 +451,18 @@ impl ApiClient {
         })
     }
 
+    /// How many stored lines `query` matches.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call); [`Error::Api`] for an invalid query.
+    pub fn count_logs(&mut self, query: &LogQuery) -> Result<u64> {
+        let request = Request::CountLogs { query: query.clone() };
+        self.expect(&request, |r| match r {
+            Response::Count { count } => Some(count),
+            _ => None,
+        })
+    }
+
     /// The most recently active workflow instances.
     ///
     /// # Errors
@@ -510,6 +539,9 @@ mod tests {
         let all = [
             Request::Ping {},
             Request::QueryLogs {
+                query: LogQuery::default(),
+            },
+            Request::CountLogs {
                 query: LogQuery::default(),
             },
             Request::GetRecentWorkflowStatuses(RecentWorkflows::default()),
@@ -603,6 +635,7 @@ mod tests {
                 version: "0.1.0".into(),
             },
             Response::Logs(LogPage::default()),
+            Response::Count { count: 7 },
             Response::Workflows { runs: vec![] },
             Response::Timeline {
                 changes: vec![StatusChange {

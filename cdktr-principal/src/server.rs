@@ -188,7 +188,21 @@ fn snapshot(manager: &LogManager, persister: &Persister, c: &Counters, started: 
         requests: c.requests.load(Relaxed),
         request_errors: c.errors.load(Relaxed),
         uptime_ms: started.elapsed().as_millis() as u64,
+        rss_bytes: proc_status_kb("VmRSS:") * 1024,
+        peak_rss_bytes: proc_status_kb("VmHWM:") * 1024,
     }
+}
+
+/// A field of `/proc/self/status`, in kB; 0 where there is none.
+fn proc_status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 struct ApiThread {
@@ -295,7 +309,10 @@ impl ApiThread {
             Err((kind, message)) => return self.reply(envelope, &Response::Error { kind, message }),
         };
         let response = match request {
-            Request::QueryLogs { .. } | Request::GetRecentWorkflowStatuses(_) | Request::GetWorkflowTimeline { .. } => {
+            Request::QueryLogs { .. }
+            | Request::CountLogs { .. }
+            | Request::GetRecentWorkflowStatuses(_)
+            | Request::GetWorkflowTimeline { .. } => {
                 return self.dispatch(Job { envelope, request });
             }
             Request::Ping {} => Response::Pong {
@@ -412,6 +429,12 @@ impl QueryWorker {
                         .min(MAX_PAGE_LINES),
                 );
                 self.store.query_page(&query, MAX_PAGE_BYTES).map(Response::Logs)
+            }
+            Request::CountLogs { query } => {
+                if let Err(e) = self.persister.flush_now(Duration::from_secs(10)) {
+                    log::warn!("count: pending lines could not be written first: {e}");
+                }
+                self.store.count_logs(&query).map(|count| Response::Count { count })
             }
             Request::GetRecentWorkflowStatuses(filter) => {
                 let limit = filter.limit.min(MAX_PAGE_LINES);

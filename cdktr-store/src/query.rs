@@ -19,42 +19,11 @@ fn compile(q: &LogQuery, now_ms: i64, max_bytes: Option<usize>) -> Result<(Strin
         cdktr_log::Error::InvalidQuery(m) => Error::InvalidQuery(m),
         other => Error::InvalidQuery(other.to_string()),
     })?;
-    let mut sql = String::from(
+    let (filters, mut params) = where_clause(q, start, end)?;
+    let mut sql = format!(
         "SELECT workflow_id, workflow_name, workflow_instance_id, task_name, task_instance_id, \
-         timestamp_ms, level, payload, rowid AS row_n FROM logstore WHERE timestamp_ms >= ?",
+         timestamp_ms, level, payload, rowid AS row_n FROM logstore WHERE {filters}"
     );
-    let mut params = vec![Value::BigInt(start)];
-    if let Some(end) = end {
-        sql.push_str(" AND timestamp_ms < ?");
-        params.push(Value::BigInt(end));
-    }
-    for (column, value) in [
-        ("workflow_id", &q.workflow_id),
-        ("workflow_instance_id", &q.workflow_instance_id),
-        ("task_name", &q.task_name),
-        ("task_instance_id", &q.task_instance_id),
-    ] {
-        if let Some(v) = value {
-            sql.push_str(" AND ");
-            sql.push_str(column);
-            sql.push_str(" = ?");
-            params.push(Value::Text(v.clone()));
-        }
-    }
-    if let Some(filter) = &q.levels {
-        let levels = filter.levels().map_err(|e| Error::InvalidQuery(e.to_string()))?;
-        sql.push_str(" AND level IN (");
-        for (i, l) in levels.iter().enumerate() {
-            sql.push_str(if i == 0 { "?" } else { ", ?" });
-            params.push(Value::Text(l.as_str().into()));
-        }
-        sql.push(')');
-    }
-    if let Some(text) = &q.payload_contains {
-        // strpos is literal: no LIKE wildcards to escape.
-        sql.push_str(" AND strpos(payload, ?) > 0");
-        params.push(Value::Text(text.clone()));
-    }
     let (cmp, dir) = match q.order {
         Order::OldestFirst => (">", "ASC"),
         Order::NewestFirst => ("<", "DESC"),
@@ -89,6 +58,52 @@ fn compile(q: &LogQuery, now_ms: i64, max_bytes: Option<usize>) -> Result<(Strin
     Ok((sql, params))
 }
 
+/// The filters of `q` (everything but order, limit and cursor) as a
+/// WHERE clause and its parameters.
+fn where_clause(q: &LogQuery, start: i64, end: Option<i64>) -> Result<(String, Vec<Value>)> {
+    let mut sql = String::from("timestamp_ms >= ?");
+    let mut params = vec![Value::BigInt(start)];
+    if let Some(end) = end {
+        sql.push_str(" AND timestamp_ms < ?");
+        params.push(Value::BigInt(end));
+    }
+    for (column, value) in [
+        ("workflow_id", &q.workflow_id),
+        ("workflow_instance_id", &q.workflow_instance_id),
+        ("task_name", &q.task_name),
+        ("task_instance_id", &q.task_instance_id),
+    ] {
+        if let Some(v) = value {
+            sql.push_str(" AND ");
+            sql.push_str(column);
+            sql.push_str(" = ?");
+            params.push(Value::Text(v.clone()));
+        }
+    }
+    if let Some(filter) = &q.levels {
+        let levels = filter.levels().map_err(|e| Error::InvalidQuery(e.to_string()))?;
+        sql.push_str(" AND level IN (");
+        for (i, l) in levels.iter().enumerate() {
+            sql.push_str(if i == 0 { "?" } else { ", ?" });
+            params.push(Value::Text(l.as_str().into()));
+        }
+        sql.push(')');
+    }
+    if let Some(text) = &q.payload_contains {
+        // strpos is literal: no LIKE wildcards to escape.
+        sql.push_str(" AND strpos(payload, ?) > 0");
+        params.push(Value::Text(text.clone()));
+    }
+    Ok((sql, params))
+}
+
+/// `SELECT count(*)` of the rows `q` matches, whatever its limit.
+fn compile_count(q: &LogQuery, now_ms: i64) -> Result<(String, Vec<Value>)> {
+    let (start, end, _) = q.resolve(now_ms).map_err(|e| Error::InvalidQuery(e.to_string()))?;
+    let (filters, params) = where_clause(q, start, end)?;
+    Ok((format!("SELECT count(*) FROM logstore WHERE {filters}"), params))
+}
+
 impl Store {
     /// Runs a log query.
     ///
@@ -100,6 +115,20 @@ impl Store {
     /// [`Error::InvalidQuery`] as [`LogQuery::compile`]; [`Error::Db`].
     pub fn query_logs(&self, query: &LogQuery) -> Result<Vec<LogMessage>> {
         Ok(self.run(query, None)?.lines)
+    }
+
+    /// How many stored lines `query` matches (its limit, order and cursor
+    /// aside).
+    ///
+    /// # Errors
+    /// As [`query_logs`](Self::query_logs).
+    pub fn count_logs(&self, query: &LogQuery) -> Result<u64> {
+        let (sql, params) = compile_count(query, chrono_now_ms())?;
+        self.conn()
+            .prepare_cached(&sql)
+            .and_then(|mut s| s.query_row(duckdb::params_from_iter(params), |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+            .map_err(Error::db("counting logs"))
     }
 
     /// Runs a log query for one page: at most the query's limit in lines,
