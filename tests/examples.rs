@@ -32,3 +32,41 @@ fn pubsub_runs_and_reports_every_line() {
         "{stdout}"
     );
 }
+
+#[test]
+fn loadgen_runs_against_a_principal_and_counts_what_is_stored() {
+    let principal = cdktr_principal::Principal::builder()
+        .bus(cdktr_logs::BusConfig {
+            host: "127.0.0.1".into(),
+            listening_port: 0,
+            publishing_port: 0,
+        })
+        .api(cdktr_logs::ApiConfig {
+            host: "127.0.0.1".into(),
+            port: 0,
+        })
+        .database(cdktr_logs::store::Location::Memory)
+        .flush_interval(std::time::Duration::from_millis(100))
+        .start()
+        .unwrap();
+    let bus = principal.bus().config().clone();
+    let out = Command::new(example("loadgen"))
+        .args(["--publishers", "2", "--messages", "3000", "--rate", "20000", "--json"])
+        .env("CDKTR_LOGS_LISTENING_PORT", bus.listening_port.to_string())
+        .env("CDKTR_LOGS_PUBLISHING_PORT", bus.publishing_port.to_string())
+        .env("CDKTR_PRINCIPAL_PORT", principal.api_config().port.to_string())
+        .output()
+        .expect("cargo test builds examples");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!((v["sent"].as_u64(), v["stored"].as_u64()), (Some(3000), Some(3000)), "{v}");
+    assert!(v["latency_samples"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["principal_peak_rss_bytes"].as_u64().unwrap() > 0, "{v}");
+    principal.shutdown().unwrap();
+}
