@@ -346,6 +346,17 @@ impl Worker {
                 recv(input) -> m => {
                     if let Ok(env) = m {
                         self.accept(env);
+                        // Take what else is waiting without a select each,
+                        // a batch at most, so that timers are still seen.
+                        for _ in 1..self.config.batch_size {
+                            if !self.failing && self.pending.len() >= self.config.max_pending {
+                                break;
+                            }
+                            match rx.try_recv() {
+                                Ok(env) => self.accept(env),
+                                Err(_) => break,
+                            }
+                        }
                     }
                 }
                 recv(ctrl) -> c => match c {
