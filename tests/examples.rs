@@ -65,7 +65,11 @@ fn loadgen_runs_against_a_principal_and_counts_what_is_stored() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
-    assert_eq!((v["sent"].as_u64(), v["stored"].as_u64()), (Some(3000), Some(3000)), "{v}");
+    assert_eq!(
+        (v["sent"].as_u64(), v["stored"].as_u64()),
+        (Some(3000), Some(3000)),
+        "{v}"
+    );
     assert!(v["latency_samples"].as_u64().unwrap() > 0, "{v}");
     assert!(v["principal_peak_rss_bytes"].as_u64().unwrap() > 0, "{v}");
     principal.shutdown().unwrap();

@@ -138,6 +138,8 @@ pub struct PrincipalBuilder {
     heartbeat_timeout: Duration,
     query_workers: usize,
     query_delay: Duration,
+    db_memory_limit: Option<String>,
+    db_threads: Option<u32>,
 }
 
 impl PrincipalBuilder {
@@ -175,6 +177,20 @@ impl PrincipalBuilder {
         self
     }
 
+    /// Caps DuckDB's buffer memory, e.g. `128MB` (default: DuckDB's, 80%
+    /// of RAM). A file database writes blocks out past it; an in-memory
+    /// one fails writes.
+    pub fn db_memory_limit(mut self, limit: impl Into<String>) -> Self {
+        self.db_memory_limit = Some(limit.into());
+        self
+    }
+
+    /// DuckDB's thread count (default: DuckDB's, one per core).
+    pub fn db_threads(mut self, threads: u32) -> Self {
+        self.db_threads = Some(threads);
+        self
+    }
+
     /// Where the database lives (default: [`default_db_path`]).
     pub fn database(mut self, location: Location) -> Self {
         self.database = location;
@@ -201,6 +217,12 @@ impl PrincipalBuilder {
     /// [`Error::Bus`] if a port is in use.
     pub fn start(self) -> Result<Principal> {
         let store = Store::open_location(&self.database)?;
+        if let Some(limit) = &self.db_memory_limit {
+            store.set_memory_limit(limit)?;
+        }
+        if let Some(n) = self.db_threads {
+            store.set_threads(n)?;
+        }
         let persister = Arc::new(Persister::start(&store, self.persister)?);
         let manager = Arc::new(LogManager::builder(&self.bus).sink(persister.sender()).start()?);
         let server = server::Server::start(server::Parts {
@@ -261,6 +283,8 @@ impl Principal {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             query_workers: 2,
             query_delay: Duration::ZERO,
+            db_memory_limit: None,
+            db_threads: None,
         }
     }
 

@@ -110,13 +110,23 @@ fn run(args: &clap::ArgMatches) -> Result<(), Box<dyn std::error::Error>> {
 
     // Registered before anything starts, so an early signal is not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    let principal = Principal::builder()
+    let mut builder = Principal::builder()
         .bus(bus)
         .api(api)
         .database(database.clone())
         .persister(persister)
-        .heartbeat_timeout(heartbeat_timeout)
-        .start()?;
+        .heartbeat_timeout(heartbeat_timeout);
+    if let Ok(limit) = std::env::var("CDKTR_DB_MEMORY_LIMIT") {
+        builder = builder.db_memory_limit(limit);
+    }
+    if let Ok(n) = std::env::var("CDKTR_DB_THREADS") {
+        let n = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid CDKTR_DB_THREADS={n:?}: expected a number of threads"))?;
+        builder = builder.db_threads(n);
+    }
+    let principal = builder.start()?;
     let db_name = match &database {
         Location::Memory => ":memory:".to_string(),
         Location::File(p) => p.display().to_string(),

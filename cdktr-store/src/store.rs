@@ -135,6 +135,39 @@ impl Store {
         &self.location
     }
 
+    /// Caps the memory DuckDB's buffer manager uses for this database
+    /// (a DuckDB size such as `128MB` or `1GiB`); past it, a file database
+    /// writes blocks out and reads them back as needed. An in-memory
+    /// database cannot, so its writes fail past the cap.
+    ///
+    /// # Errors
+    /// [`Error::InvalidQuery`] for a size DuckDB would not take (checked
+    /// here, so nothing but a size reaches the SQL); [`Error::Db`].
+    pub fn set_memory_limit(&self, limit: &str) -> Result<()> {
+        let t = limit.trim();
+        let digits = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (n, unit) = t.split_at(digits);
+        let units = ["B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB"];
+        if n.is_empty() || n.parse::<f64>().is_err() || !units.contains(&unit.trim()) {
+            return Err(Error::InvalidQuery(format!(
+                "memory limit {limit:?}: expected a size such as 128MB or 1GiB"
+            )));
+        }
+        self.conn()
+            .execute_batch(&format!("SET memory_limit = '{n}{}'", unit.trim()))
+            .map_err(Error::db("setting the memory limit"))
+    }
+
+    /// How many threads DuckDB uses for this database's queries and writes.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub fn set_threads(&self, threads: u32) -> Result<()> {
+        self.conn()
+            .execute_batch(&format!("SET threads = {}", threads.max(1)))
+            .map_err(Error::db("setting the thread count"))
+    }
+
     /// The schema version of the database.
     ///
     /// # Errors

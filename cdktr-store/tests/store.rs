@@ -876,3 +876,19 @@ fn the_publisher_watermark_is_what_was_written() {
     assert_eq!(store.publisher_watermark("p").unwrap(), 3);
     assert_eq!(store.publisher_watermark("q").unwrap(), 0);
 }
+
+#[test]
+fn memory_limit_and_threads_take_sizes_and_refuse_anything_else() {
+    let store = Store::open_in_memory().unwrap();
+    for ok in ["128MB", "1GiB", " 512 KB", "1.5GB"] {
+        store.set_memory_limit(ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+    }
+    for bad in ["", "lots", "128", "1MB'; DROP TABLE logstore; --", "-5MB"] {
+        assert!(
+            matches!(store.set_memory_limit(bad), Err(Error::InvalidQuery(_))),
+            "{bad:?} accepted"
+        );
+    }
+    store.set_threads(1).unwrap();
+    assert_eq!(store.schema_version().unwrap(), cdktr_store::SCHEMA_VERSION);
+}
