@@ -196,7 +196,7 @@ fn query(c: &mut Criterion) {
             "one workflow, last hour",
             LogQuery {
                 start_ms: Some(last_ms - 3_600_000),
-                workflow_id: Some("wf-7".into()),
+                workflow_id: Some("wf-90".into()),
                 ..LogQuery::default()
             },
             0,

@@ -77,7 +77,7 @@ fn acknowledger(marks: Marks) -> ApiConfig {
         let _ctx = ctx;
         while let Ok(bytes) = rep.recv_bytes(0) {
             let reply = match Request::from_bytes(&bytes) {
-                Ok(Request::GetPublisherWatermark { publisher_id }) => {
+                Ok(Request::GetPublisherWatermark { publisher_id, .. }) => {
                     let seq = marks.lock().unwrap().get(&publisher_id).copied().unwrap_or(0);
                     Response::Watermark {
                         publisher_id,

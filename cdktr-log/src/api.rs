@@ -116,6 +116,11 @@ pub enum Request {
     GetPublisherWatermark {
         /// The publisher.
         publisher_id: String,
+        /// Write what is pending now rather than at the next flush
+        /// interval: the publisher is waiting on it (shutting down, or at
+        /// its memory cap). Default false.
+        #[serde(default)]
+        flush: bool,
     },
     /// Every counter of the principal; replies [`Response::Stats`].
     Stats {},
@@ -497,12 +502,23 @@ impl ApiClient {
     }
 
     /// How far a publisher's stream has come (zeros for one never seen).
+    /// With `flush`, the principal also writes what it holds of it now.
     ///
     /// # Errors
     /// As [`call`](Self::call); [`Error::Api`].
     pub fn watermark(&mut self, publisher_id: &str) -> Result<Watermark> {
+        self.watermark_flushing(publisher_id, false)
+    }
+
+    /// As [`watermark`](Self::watermark), asking the principal to write
+    /// what it holds of this publisher now when `flush` is set.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call); [`Error::Api`].
+    pub fn watermark_flushing(&mut self, publisher_id: &str, flush: bool) -> Result<Watermark> {
         let request = Request::GetPublisherWatermark {
             publisher_id: publisher_id.into(),
+            flush,
         };
         self.expect(&request, |r| match r {
             Response::Watermark { seq, accepted, .. } => Some(Watermark {
@@ -567,6 +583,7 @@ mod tests {
             },
             Request::GetPublisherWatermark {
                 publisher_id: "p".into(),
+                flush: true,
             },
             Request::Stats {},
         ];

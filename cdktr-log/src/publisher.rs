@@ -366,6 +366,7 @@ impl PublisherBuilder {
             last_drop_warning: None,
             max_body: self.max_message_bytes,
             orphan,
+            stopping: false,
         })
     }
 }
@@ -632,6 +633,8 @@ struct Acks {
     /// Answers received so far.
     answers: Arc<AtomicU64>,
     wanted: Arc<AtomicBool>,
+    /// Ask the principal to write now: the worker is waiting on it.
+    urgent: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -639,12 +642,13 @@ struct Acks {
 impl Acks {
     fn start(api: ApiConfig, publisher_id: String) -> Result<Acks> {
         let (persisted, accepted, answers) = Default::default();
-        let (wanted, stop) = Default::default();
+        let (wanted, urgent, stop) = Default::default();
         let mut acks = Acks {
             persisted,
             accepted,
             answers,
             wanted,
+            urgent,
             stop,
             thread: None,
         };
@@ -655,6 +659,7 @@ impl Acks {
             acks.wanted.clone(),
             acks.stop.clone(),
         );
+        let u = acks.urgent.clone();
         let thread = std::thread::Builder::new()
             .name("cdktr-log-acks".into())
             .spawn(move || {
@@ -668,7 +673,7 @@ impl Acks {
                                 .ok();
                         }
                         if let Some(c) = client.as_mut() {
-                            match c.watermark(&publisher_id) {
+                            match c.watermark_flushing(&publisher_id, u.load(Relaxed)) {
                                 Ok(mark) => {
                                     p.store(mark.persisted, Relaxed);
                                     a.store(mark.accepted, Relaxed);
@@ -735,6 +740,8 @@ struct Worker {
     max_body: usize,
     /// Re-sends a dead publisher's spool, then stops.
     orphan: bool,
+    /// Shutdown has begun.
+    stopping: bool,
 }
 
 /// Messages ZeroMQ queues per connection before `send` reports no room.
@@ -817,7 +824,10 @@ impl Worker {
                 payload: &payload,
             }),
             Command::Flush(done, persisted) => self.flushes.push((self.seq, persisted, done)),
-            Command::Shutdown(d) => *deadline = Some(d),
+            Command::Shutdown(d) => {
+                *deadline = Some(d);
+                self.stopping = true;
+            }
         }
     }
 
@@ -999,8 +1009,18 @@ impl Worker {
             self.progress_at = Instant::now();
             self.stall = self.stall_base;
         }
-        let waiting = !self.retained.is_empty() || self.spool.as_ref().is_some_and(|s| !s.is_empty());
+        let spooling = self.spool.as_ref().is_some_and(|s| !s.is_empty());
+        let waiting = !self.retained.is_empty() || spooling;
         ack.wanted.store(waiting, Relaxed);
+        // Someone waits on the principal's writes: a caller of
+        // `wait_persisted`, a shutdown, or this publisher at its memory cap
+        // (it sends nothing more until lines are acknowledged).
+        let urgent = self.stopping
+            || self.orphan
+            || self.flushes.iter().any(|(_, persisted, _)| *persisted)
+            || spooling
+            || self.stats.buffered_bytes as usize >= self.buffer_cap / 2;
+        ack.urgent.store(waiting && urgent, Relaxed);
         if self.highest_sent > self.accepted && self.progress_at.elapsed() >= self.stall {
             log::warn!(
                 "log publisher {}: the principal accepted nothing past seq {} for {:?}; re-sending from there",

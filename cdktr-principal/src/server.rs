@@ -323,8 +323,11 @@ impl ApiThread {
                 self.publish_liveness();
                 Response::Stats(snapshot(&self.manager, &self.persister, &self.counters, self.started))
             }
-            Request::GetPublisherWatermark { publisher_id } => {
+            Request::GetPublisherWatermark { publisher_id, flush } => {
                 let w = self.persister.watermark(&publisher_id);
+                if flush && w.accepted > w.persisted {
+                    self.persister.flush_soon();
+                }
                 Response::Watermark {
                     publisher_id,
                     seq: w.persisted,

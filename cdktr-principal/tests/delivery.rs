@@ -413,3 +413,27 @@ fn lines_left_unacknowledged_at_shutdown_are_sent_by_the_next_publisher_on_the_s
     assert_eq!(census, (N + 1, N + 1, 0));
     assert!(spool_files(&spool).is_empty(), "left behind: {:?}", spool_files(&spool));
 }
+
+#[test]
+fn a_waiting_publisher_is_acknowledged_without_waiting_for_the_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let principal = common::local_principal()
+        .database(cdktr_store::Location::Memory)
+        .flush_interval(Duration::from_secs(3600))
+        .start()
+        .unwrap();
+    let p = Ports {
+        bus: principal.bus().config().clone(),
+        api: principal.api_config(),
+    };
+    let publisher = acknowledged(&p, &dir.path().join("spool")).start().unwrap();
+    for i in 0..10 {
+        publisher.publish(line(0, i)).unwrap();
+    }
+    // A burst far below the batch size, and an hour's flush interval: only
+    // the publisher's request makes the principal write now.
+    publisher.wait_persisted(Duration::from_secs(60)).unwrap();
+    assert_eq!(principal.persister().stats().persisted, 10);
+    publisher.shutdown().unwrap();
+    principal.shutdown().unwrap();
+}

@@ -130,6 +130,7 @@ enum Ctrl {
     Flush(Sender<Result<()>>),
     Shutdown,
     FailWrites(u32),
+    FlushSoon,
 }
 
 #[derive(Default)]
@@ -230,6 +231,13 @@ impl Persister {
     pub fn watermark(&self, publisher_id: &str) -> Watermark {
         let marks = self.written.lock().unwrap_or_else(|e| e.into_inner());
         marks.get(publisher_id).copied().unwrap_or_default()
+    }
+
+    /// Asks for what is pending to be written at once rather than at the
+    /// next interval, without waiting for it (a failing database keeps its
+    /// retry pace).
+    pub fn flush_soon(&self) {
+        let _ = self.ctrl.try_send(Ctrl::FlushSoon);
     }
 
     /// The counters as of now.
@@ -366,6 +374,11 @@ impl Worker {
                         next_flush = Instant::now() + self.config.flush_interval;
                     }
                     Ok(Ctrl::FailWrites(n)) => self.inject_failures = n,
+                    Ok(Ctrl::FlushSoon) => {
+                        if !self.failing {
+                            next_flush = Instant::now();
+                        }
+                    }
                     Ok(Ctrl::Shutdown) | Err(_) => return self.finish(),
                 },
                 default(timeout) => {}
