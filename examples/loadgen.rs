@@ -70,6 +70,12 @@ fn cli() -> Command {
                 .help("Publish without acknowledged delivery"),
         )
         .arg(
+            Arg::new("no-subscriber")
+                .long("no-subscriber")
+                .action(ArgAction::SetTrue)
+                .help("Measure ingest only: no live subscriber, no latency"),
+        )
+        .arg(
             Arg::new("json")
                 .long("json")
                 .action(ArgAction::SetTrue)
@@ -116,44 +122,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The live subscriber, for end-to-end latency.
     let t0 = Instant::now();
-    let mut sub = LogSubscriber::builder(&bus).workflow(workflow_id.clone()).connect()?;
-    let probe = LogPublisher::connect(&bus)?;
-    let probe_line = |i| line(&workflow_id, 0, "probe", i, 0);
-    let mut probes = 0u64;
-    while sub.recv_timeout(Duration::from_millis(50))?.is_none() {
-        probe.publish(probe_line(probes))?;
-        probes += 1;
-        if probes > 200 {
-            return Err("the subscriber never received a probe".into());
-        }
-    }
-    probe.publish(probe_line(probes))?;
-    probes += 1;
-    probe.shutdown()?;
     let stop_sub = Arc::new(AtomicBool::new(false));
-    let subscriber = {
-        let stop = stop_sub.clone();
-        std::thread::spawn(move || {
-            let mut latencies_us: Vec<u32> = Vec::new();
-            while !stop.load(Relaxed) {
-                let Ok(Some(env)) = sub.recv_timeout(Duration::from_millis(100)) else {
-                    continue;
-                };
-                let now = t0.elapsed().as_micros() as u64;
-                if let Some(sent) = env
-                    .message
-                    .payload
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|t| t.parse::<u64>().ok())
-                {
-                    if env.message.payload.starts_with("lg ") {
-                        latencies_us.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
-                    }
-                }
-            }
-            latencies_us
-        })
+    let (subscriber, probes) = if m.get_flag("no-subscriber") {
+        (None, 0)
+    } else {
+        let (s, p) = subscribe(&bus, &workflow_id, t0, stop_sub.clone())?;
+        (Some(s), p)
     };
 
     let sent = Arc::new(AtomicU64::new(0));
@@ -230,7 +204,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Let the last lines reach the subscriber.
     std::thread::sleep(Duration::from_millis(200));
     stop_sub.store(true, Relaxed);
-    let mut latencies = subscriber.join().expect("subscriber thread");
+    let mut latencies = subscriber
+        .map(|s| s.join().expect("subscriber thread"))
+        .unwrap_or_default();
     latencies.sort_unstable();
 
     let sent = sent.load(Relaxed);
@@ -281,6 +257,57 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     Ok(())
+}
+
+type Latencies = std::thread::JoinHandle<Vec<u32>>;
+
+/// A live subscriber recording publish-to-receive latency, in us; returns
+/// it once it receives, and the probe lines it took.
+fn subscribe(
+    bus: &BusConfig,
+    workflow_id: &str,
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+) -> Result<(Latencies, u64), Box<dyn std::error::Error>> {
+    let mut sub = LogSubscriber::builder(bus).workflow(workflow_id.to_owned()).connect()?;
+    let probe = LogPublisher::connect(bus)?;
+    let probe_line = |i| line(workflow_id, 0, "probe", i, 0);
+    let mut probes = 0u64;
+    while sub.recv_timeout(Duration::from_millis(50))?.is_none() {
+        probe.publish(probe_line(probes))?;
+        probes += 1;
+        if probes > 200 {
+            return Err("the subscriber never received a probe".into());
+        }
+    }
+    probe.publish(probe_line(probes))?;
+    probes += 1;
+    probe.shutdown()?;
+    let subscriber = {
+        std::thread::spawn(move || {
+            let mut latencies_us: Vec<u32> = Vec::new();
+            while !stop.load(Relaxed) {
+                let Ok(Some(env)) = sub.recv_timeout(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let now = t0.elapsed().as_micros() as u64;
+                if let Some(sent) = env
+                    .message
+                    .payload
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|t| t.parse::<u64>().ok())
+                {
+                    if env.message.payload.starts_with("lg ") {
+                        latencies_us.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                    }
+                }
+            }
+            latencies_us
+        })
+    };
+
+    Ok((subscriber, probes))
 }
 
 fn line(workflow_id: &str, publisher: usize, kind: &str, t_us: u64, payload: usize) -> LogMessage {
