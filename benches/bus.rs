@@ -84,13 +84,7 @@ fn ours() -> Duration {
 /// The same frames through raw libzmq: PUSH -> PULL -> PUB -> SUB, one
 /// thread forwarding.
 fn raw_forwarded() -> Duration {
-    let ctx = zmq::Context::new();
-    let pull = ctx.socket(zmq::PULL).unwrap();
-    pull.bind("tcp://127.0.0.1:*").unwrap();
-    let push = ctx.socket(zmq::PUSH).unwrap();
-    push.connect(&pull.get_last_endpoint().unwrap().unwrap()).unwrap();
-    let (mut topic, mut body) = (Vec::new(), Vec::new());
-    wire::encode("p", 1, &typical(), &mut topic, &mut body);
+    let (ctx, pull, push, topic, body) = push_pull();
     let publisher = ctx.socket(zmq::PUB).unwrap();
     publisher.set_sndhwm(N as i32 * 2).unwrap();
     publisher.bind("tcp://127.0.0.1:*").unwrap();
@@ -116,13 +110,7 @@ fn raw_forwarded() -> Duration {
         }
     });
     let start = Instant::now();
-    let pusher = std::thread::spawn(move || {
-        for _ in 0..N {
-            push.send(&topic[..], zmq::SNDMORE).unwrap();
-            push.send(&body[..], 0).unwrap();
-        }
-        push
-    });
+    let pusher = push_all(push, topic, body);
     let mut m = zmq::Message::new();
     (0..N * 2).for_each(|_| sub.recv(&mut m, 0).unwrap());
     let took = start.elapsed();
@@ -131,7 +119,8 @@ fn raw_forwarded() -> Duration {
     took
 }
 
-fn raw_push_pull() -> Duration {
+/// A connected PUSH -> PULL pair, and the frames of a typical message.
+fn push_pull() -> (zmq::Context, zmq::Socket, zmq::Socket, Vec<u8>, Vec<u8>) {
     let ctx = zmq::Context::new();
     let pull = ctx.socket(zmq::PULL).unwrap();
     pull.bind("tcp://127.0.0.1:*").unwrap();
@@ -139,14 +128,24 @@ fn raw_push_pull() -> Duration {
     push.connect(&pull.get_last_endpoint().unwrap().unwrap()).unwrap();
     let (mut topic, mut body) = (Vec::new(), Vec::new());
     wire::encode("p", 1, &typical(), &mut topic, &mut body);
-    let start = Instant::now();
-    let pusher = std::thread::spawn(move || {
+    (ctx, pull, push, topic, body)
+}
+
+/// Pushes N messages from a thread of its own.
+fn push_all(push: zmq::Socket, topic: Vec<u8>, body: Vec<u8>) -> std::thread::JoinHandle<zmq::Socket> {
+    std::thread::spawn(move || {
         for _ in 0..N {
             push.send(&topic[..], zmq::SNDMORE).unwrap();
             push.send(&body[..], 0).unwrap();
         }
         push
-    });
+    })
+}
+
+fn raw_push_pull() -> Duration {
+    let (_ctx, pull, push, topic, body) = push_pull();
+    let start = Instant::now();
+    let pusher = push_all(push, topic, body);
     let mut m = zmq::Message::new();
     (0..N * 2).for_each(|_| pull.recv(&mut m, 0).unwrap());
     let took = start.elapsed();

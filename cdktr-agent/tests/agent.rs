@@ -14,7 +14,8 @@ use cdktr_store::{LogQuery, StatusChange, Store};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-fn principal() -> Principal {
+/// An in-memory principal on free ports.
+fn local() -> cdktr_principal::PrincipalBuilder {
     Principal::builder()
         .bus(BusConfig {
             host: "127.0.0.1".into(),
@@ -27,8 +28,10 @@ fn principal() -> Principal {
         })
         .database(cdktr_store::Location::Memory)
         .flush_interval(Duration::from_millis(200))
-        .start()
-        .unwrap()
+}
+
+fn principal() -> Principal {
+    local().start().unwrap()
 }
 
 fn config(bus: &BusConfig, api: &ApiConfig, spool: &Path) -> AgentConfig {
@@ -393,20 +396,7 @@ fn bad_invocations_are_explained() {
 
 #[test]
 fn an_agent_killed_mid_task_has_its_workflow_marked_crashed_once() {
-    let p = Principal::builder()
-        .bus(BusConfig {
-            host: "127.0.0.1".into(),
-            listening_port: 0,
-            publishing_port: 0,
-        })
-        .api(ApiConfig {
-            host: "127.0.0.1".into(),
-            port: 0,
-        })
-        .database(cdktr_store::Location::Memory)
-        .heartbeat_timeout(Duration::from_millis(800))
-        .start()
-        .unwrap();
+    let p = local().heartbeat_timeout(Duration::from_millis(800)).start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut agent = agent_binary(p.bus().config(), &p.api_config(), dir.path())
         .env("CDKTR_AGENT_HEARTBEAT_INTERVAL_MS", "100")
