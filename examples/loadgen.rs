@@ -17,6 +17,7 @@
 //! `CDKTR_PRINCIPAL_PORT`, `CDKTR_LOGS_LISTENING_PORT`,
 //! `CDKTR_LOGS_PUBLISHING_PORT`).
 
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -152,6 +153,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             .spool_dir(std::env::temp_dir().join("cdktr-loadgen-spool"));
                     }
                     let publisher = builder.start()?;
+                    let template = line(&workflow_id, p, "lg", 0, 0);
+                    let log = publisher.task_logger(cdktr_logs::TaskContext {
+                        workflow_id: template.workflow_id,
+                        workflow_name: template.workflow_name,
+                        workflow_instance_id: template.workflow_instance_id,
+                        task_name: template.task_name,
+                        task_instance_id: template.task_instance_id,
+                    });
+                    let pad = "x".repeat(payload);
                     let begun = Instant::now();
                     let mut i = 0u64;
                     loop {
@@ -166,7 +176,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             }
                         }
                         let t = t0.elapsed().as_micros() as u64;
-                        publisher.publish(line(&workflow_id, p, "lg", t, payload))?;
+                        // As an agent writes: through a task logger, whose context is
+                        // shared, not copied per line.
+                        let mut text = String::with_capacity(payload);
+                        let _ = write!(text, "lg {t} ");
+                        text.push_str(&pad[..payload.saturating_sub(text.len()).min(pad.len())]);
+                        log.log(Level::Info, text)?;
                         sent.fetch_add(1, Relaxed);
                         i += 1;
                     }
@@ -312,9 +327,8 @@ fn subscribe(
 
 fn line(workflow_id: &str, publisher: usize, kind: &str, t_us: u64, payload: usize) -> LogMessage {
     let mut text = format!("{kind} {t_us} ");
-    while text.len() < payload {
-        text.push('x');
-    }
+    let pad = payload.saturating_sub(text.len());
+    text.extend(std::iter::repeat_n('x', pad));
     LogMessage {
         workflow_id: workflow_id.into(),
         workflow_name: "Load generator".into(),
