@@ -357,7 +357,10 @@ impl Worker {
                         // Take what else is waiting without a select each,
                         // a batch at most, so that timers are still seen.
                         for _ in 1..self.config.batch_size {
-                            if !self.failing && self.pending.len() >= self.config.max_pending {
+                            // A full batch is written before more is taken
+                            // (while writes fail, input is shed instead).
+                            let full = self.config.batch_size.min(self.config.max_pending);
+                            if !self.failing && self.pending.len() >= full {
                                 break;
                             }
                             match rx.try_recv() {
