@@ -23,7 +23,7 @@ pub struct PersisterConfig {
     /// Write whatever is pending at least this often (default 30 s). Failed
     /// writes are retried at this pace too.
     pub flush_interval: Duration,
-    /// Write as soon as this many messages are pending (default 10,000).
+    /// Write as soon as this many messages are pending (default 20,000).
     pub batch_size: usize,
     /// Capacity of the input channel (default 50,000). A full channel makes
     /// the log manager wait: that is the back-pressure.
@@ -44,7 +44,7 @@ impl Default for PersisterConfig {
     fn default() -> Self {
         PersisterConfig {
             flush_interval: Duration::from_secs(30),
-            batch_size: 10_000,
+            batch_size: 20_000,
             channel_capacity: 50_000,
             max_pending: 100_000,
             shutdown_timeout: Duration::from_secs(10),
