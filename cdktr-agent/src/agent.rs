@@ -136,7 +136,8 @@ pub struct RunReport {
 /// What the agent could not deliver when it stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Status updates the principal never recorded.
+    /// Status updates the principal never recorded: refused, or not
+    /// delivered before the shutdown timeout.
     pub statuses_undelivered: u64,
     /// The log publisher's counters: `left_in_spool` lines wait in the
     /// spool directory for the next agent.

@@ -88,11 +88,13 @@ fn deliver(api: ApiConfig, rx: Receiver<Request>, delivered: Arc<AtomicU64>, aba
                     let transient = matches!(kind, ErrorKind::Busy | ErrorKind::Database | ErrorKind::ShuttingDown);
                     if !transient {
                         log::error!("agent: the principal refused a status update ({kind}): {message}");
+                        lost += 1;
                     }
                     transient
                 }
                 Some(Ok(other)) => {
                     log::error!("agent: unexpected reply to a status update: {other:?}");
+                    lost += 1;
                     false
                 }
                 Some(Err(e)) => {
@@ -110,7 +112,7 @@ fn deliver(api: ApiConfig, rx: Receiver<Request>, delivered: Arc<AtomicU64>, aba
         delivered.fetch_add(1, Relaxed);
     }
     if lost > 0 {
-        log::warn!("agent: {lost} status update(s) could not be delivered before the agent stopped");
+        log::warn!("agent: {lost} status update(s) were refused or not delivered before the agent stopped");
     }
     lost
 }

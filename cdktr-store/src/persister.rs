@@ -404,10 +404,13 @@ impl Worker {
     }
 
     fn accept(&mut self, env: Envelope) {
-        let mark = self.marks.get(env.publisher_id.as_str()).copied().unwrap_or(0);
-        if env.seq <= mark {
+        // One lookup on the hot path; a new publisher's entry is made only
+        // when its first line is taken.
+        let mark = self.marks.get_mut(env.publisher_id.as_str());
+        let last = mark.as_deref().copied().unwrap_or(0);
+        if env.seq <= last {
             self.stats.duplicates += 1;
-        } else if env.replays && env.seq != mark + 1 {
+        } else if env.replays && env.seq != last + 1 {
             // Its publisher re-sends from the gap; taking this one now
             // would make the gap's messages look like duplicates.
             self.stats.gaps += 1;
@@ -422,7 +425,7 @@ impl Worker {
                 );
             }
         } else {
-            match self.marks.get_mut(env.publisher_id.as_str()) {
+            match mark {
                 Some(m) => *m = env.seq,
                 None => {
                     self.marks.insert(env.publisher_id.clone(), env.seq);
