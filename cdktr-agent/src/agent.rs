@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use cdktr_log::api::Request;
+use cdktr_log::config::{env, process_env, Lookup};
 use cdktr_log::{ApiConfig, BusConfig, Level, LogPublisher, PublisherStats, RunStatus, TaskContext};
 
 use crate::error::{Error, Result};
@@ -48,54 +49,39 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// The defaults, with the principal's address from the environment.
+    /// The defaults, with the environment applied: the principal's address
+    /// (`CDKTR_PRINCIPAL_HOST`, `CDKTR_PRINCIPAL_PORT`,
+    /// `CDKTR_LOGS_LISTENING_PORT`), `CDKTR_AGENT_ID`, `CDKTR_SPOOL_DIR`,
+    /// `CDKTR_AGENT_HEARTBEAT_INTERVAL_MS` and
+    /// `CDKTR_AGENT_SHUTDOWN_TIMEOUT_MS`.
     ///
     /// # Errors
-    /// [`Error::Bus`] or [`Error::InvalidEnv`] for a variable that cannot
-    /// be used.
+    /// [`Error::InvalidEnv`] naming the first variable that cannot be used.
     pub fn from_env() -> Result<AgentConfig> {
-        let mut c = AgentConfig {
-            bus: BusConfig::from_env()?,
-            api: ApiConfig::from_env()?,
-            agent_id: default_agent_id(),
-            heartbeat_interval: Duration::from_secs(5),
-            max_line_bytes: 64 << 10,
-            spool_dir: std::env::var_os(ENV_SPOOL_DIR).map(PathBuf::from),
-            shutdown_timeout: Duration::from_secs(60),
-            kill_grace: Duration::from_secs(5),
-        };
-        if let Ok(id) = std::env::var(ENV_AGENT_ID) {
-            if id.trim().is_empty() {
-                return Err(Error::InvalidEnv {
-                    var: ENV_AGENT_ID,
-                    value: id,
-                    reason: "empty agent id",
-                });
-            }
-            c.agent_id = id;
-        }
-        if let Some(d) = millis(ENV_SHUTDOWN_TIMEOUT_MS)? {
-            c.shutdown_timeout = d;
-        }
-        if let Some(d) = millis(ENV_HEARTBEAT_INTERVAL_MS)? {
-            c.heartbeat_interval = d.max(Duration::from_millis(10));
-        }
-        Ok(c)
+        Self::from_lookup(process_env)
     }
-}
 
-fn millis(var: &'static str) -> Result<Option<Duration>> {
-    match std::env::var(var) {
-        Err(_) => Ok(None),
-        Ok(v) => v
-            .trim()
-            .parse::<u64>()
-            .map(|ms| Some(Duration::from_millis(ms)))
-            .map_err(|_| Error::InvalidEnv {
-                var,
-                value: v,
-                reason: "expected milliseconds",
-            }),
+    /// As [`from_env`](Self::from_env), reading variables through `get`.
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<AgentConfig> {
+        let get: Lookup<'_> = &get;
+        let read = |e| Error::setting(e);
+        Ok(AgentConfig {
+            bus: BusConfig::from_lookup(get).map_err(read)?,
+            api: ApiConfig::from_lookup(get).map_err(read)?,
+            agent_id: env(ENV_AGENT_ID, get).map_err(read)?.unwrap_or_else(default_agent_id),
+            heartbeat_interval: env(ENV_HEARTBEAT_INTERVAL_MS, get)
+                .map_err(read)?
+                .map_or(Duration::from_secs(5), |d: Duration| d.max(Duration::from_millis(10))),
+            max_line_bytes: 64 << 10,
+            spool_dir: env(ENV_SPOOL_DIR, get).map_err(read)?,
+            shutdown_timeout: env(ENV_SHUTDOWN_TIMEOUT_MS, get)
+                .map_err(read)?
+                .unwrap_or(Duration::from_secs(60)),
+            kill_grace: Duration::from_secs(5),
+        })
     }
 }
 
@@ -147,6 +133,7 @@ pub struct ShutdownReport {
 /// Runs workflow instances: their output goes to the principal as log
 /// lines (with acknowledged delivery), their statuses through its API, and
 /// heartbeats say which instances are running.
+#[must_use = "dropping the agent stops it"]
 pub struct Agent {
     config: AgentConfig,
     publisher: LogPublisher,
@@ -318,5 +305,13 @@ impl Agent {
             statuses_undelivered,
             logs,
         })
+    }
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }

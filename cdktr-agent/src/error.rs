@@ -55,3 +55,13 @@ pub enum Error {
 
 /// Result alias for the agent.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Settings errors keep their own variant whichever crate read them.
+    pub(crate) fn setting(e: cdktr_log::Error) -> Error {
+        match e {
+            cdktr_log::Error::InvalidEnv { var, value, reason } => Error::InvalidEnv { var, value, reason },
+            other => Error::Bus(other),
+        }
+    }
+}

@@ -31,7 +31,7 @@
 //! agent.shutdown()?; // waits for the principal to take statuses and lines
 //! # Ok::<(), cdktr_agent::Error>(())
 //! ```
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 mod agent;
 mod error;

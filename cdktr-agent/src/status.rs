@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cdktr_log::api::{ErrorKind, Request, Response};
-use cdktr_log::{ApiClient, ApiConfig};
+use cdktr_log::api::{ErrorKind, LazyClient, Poller, Request, Response};
+use cdktr_log::ApiConfig;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use crate::error::{Error, Result};
@@ -67,7 +67,7 @@ impl Reporter {
 }
 
 fn deliver(api: ApiConfig, rx: Receiver<Request>, delivered: Arc<AtomicU64>, abandon: Arc<AtomicBool>) -> u64 {
-    let mut client = None;
+    let mut client = LazyClient::new(&api, Duration::from_secs(2));
     let mut lost = 0;
     for update in rx.iter() {
         let mut backoff = Duration::from_millis(50);
@@ -76,13 +76,12 @@ fn deliver(api: ApiConfig, rx: Receiver<Request>, delivered: Arc<AtomicU64>, aba
                 lost += 1;
                 break;
             }
-            if client.is_none() {
-                client = ApiClient::connect(&api)
-                    .map(|c| c.with_timeout(Duration::from_secs(2)))
-                    .map_err(|e| log::error!("agent: no API client for {}: {e}", api.endpoint()))
-                    .ok();
-            }
-            let retry = match client.as_mut().map(|c| c.call(&update)) {
+            let reply = client
+                .get()
+                .map_err(|e| log::error!("agent: no API client for {}: {e}", api.endpoint()))
+                .ok()
+                .map(|c| c.call(&update));
+            let retry = match reply {
                 Some(Ok(Response::Accepted)) => false,
                 Some(Ok(Response::Error { kind, message })) => {
                     let transient = matches!(kind, ErrorKind::Busy | ErrorKind::Database | ErrorKind::ShuttingDown);
@@ -120,51 +119,24 @@ fn deliver(api: ApiConfig, rx: Receiver<Request>, delivered: Arc<AtomicU64>, aba
 /// Tells the principal, every interval, which workflow instances this agent
 /// is running.
 pub(crate) struct Heartbeats {
-    pub running: Arc<Mutex<BTreeSet<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    running: Arc<Mutex<BTreeSet<String>>>,
+    _poller: Poller,
 }
 
 impl Heartbeats {
     pub fn start(api: &ApiConfig, agent_id: String, interval: Duration) -> Result<Heartbeats> {
         let running: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-        let stop: Arc<AtomicBool> = Arc::default();
-        let (api, r, s) = (api.clone(), running.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("cdktr-agent-heartbeat".into())
-            .spawn(move || {
-                let mut client = None;
-                let mut next = Instant::now();
-                while !s.load(Relaxed) {
-                    if Instant::now() >= next {
-                        next = Instant::now() + interval;
-                        if client.is_none() {
-                            client = ApiClient::connect(&api)
-                                .map(|c| c.with_timeout(interval.min(Duration::from_secs(2))))
-                                .ok();
-                        }
-                        let list: Vec<String> = r.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
-                        if let Some(c) = client.as_mut() {
-                            let beat = Request::Heartbeat {
-                                agent_id: agent_id.clone(),
-                                running: list,
-                            };
-                            if let Err(e) = c.send(&beat) {
-                                log::debug!("agent: heartbeat not delivered: {e}");
-                            }
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            })
-            .map_err(|source| Error::Spawn {
-                name: "heartbeat",
-                source,
-            })?;
+        let r = running.clone();
+        let timeout = interval.min(Duration::from_secs(2));
+        let poller = Poller::start("agent-heartbeat", api, timeout, interval, move |client| {
+            let list: Vec<String> = r.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+            if let Err(e) = client.get().and_then(|c| c.heartbeat(&agent_id, &list)) {
+                log::debug!("agent: heartbeat not delivered: {e}");
+            }
+        })?;
         Ok(Heartbeats {
             running,
-            stop,
-            thread: Some(thread),
+            _poller: poller,
         })
     }
 
@@ -175,15 +147,6 @@ impl Heartbeats {
             r.insert(instance.to_owned());
         } else {
             r.remove(instance);
-        }
-    }
-}
-
-impl Drop for Heartbeats {
-    fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

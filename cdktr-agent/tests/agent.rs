@@ -16,16 +16,7 @@ const WAIT: Duration = Duration::from_secs(120);
 
 /// An in-memory principal on free ports.
 fn local() -> cdktr_principal::PrincipalBuilder {
-    Principal::builder()
-        .bus(BusConfig {
-            host: "127.0.0.1".into(),
-            listening_port: 0,
-            publishing_port: 0,
-        })
-        .api(ApiConfig {
-            host: "127.0.0.1".into(),
-            port: 0,
-        })
+    cdktr_principal::testing::local_principal()
         .database(cdktr_store::Location::Memory)
         .flush_interval(Duration::from_millis(200))
 }
@@ -217,20 +208,6 @@ fn a_task_killed_by_a_signal_or_not_started_is_failed_with_its_reason() {
     p.shutdown().unwrap();
 }
 
-fn free_port() -> u16 {
-    // Outside the ephemeral range, so no socket of another test takes it.
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let seed = std::process::id().wrapping_mul(2_654_435_761);
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(7_919)) % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 fn agent_binary(bus: &BusConfig, api: &ApiConfig, spool: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cdktr-agent"));
     c.env("CDKTR_LOGS_LISTENING_PORT", bus.listening_port.to_string())
@@ -278,12 +255,12 @@ fn the_binary_runs_a_file_while_the_principal_is_down_and_delivers_when_it_appea
     .unwrap();
     let bus = BusConfig {
         host: "127.0.0.1".into(),
-        listening_port: free_port(),
-        publishing_port: free_port(),
+        listening_port: cdktr_principal::testing::free_port(),
+        publishing_port: cdktr_principal::testing::free_port(),
     };
     let api = ApiConfig {
         host: "127.0.0.1".into(),
-        port: free_port(),
+        port: cdktr_principal::testing::free_port(),
     };
     let mut agent = agent_binary(&bus, &api, &dir.path().join("spool"))
         .args(["run", "--file"])

@@ -1,7 +1,96 @@
-//! Where the principal lives: its host, the bus's two log ports and the
-//! API port.
+//! Where the principal lives (its host, the bus's two log ports and the
+//! API port), and the one way every crate reads a setting from the
+//! environment: [`env`] and [`Setting`].
+
+use std::num::{NonZeroU16, NonZeroU32};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
+
+/// Reads variables by name: the process environment
+/// ([`process_env`]) or, in tests and embedding programs, any other
+/// source.
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment as a [`Lookup`]. A value that is not UTF-8 is
+/// read lossily, and so refused by any setting it no longer spells.
+pub fn process_env(var: &str) -> Option<String> {
+    std::env::var_os(var).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// How the text of a variable becomes a typed value.
+pub trait Setting: Sized {
+    /// Parses `raw` (already trimmed). `Err` says what was expected.
+    ///
+    /// # Errors
+    /// A short reason, e.g. "expected milliseconds, at least 1".
+    fn parse_setting(raw: &str) -> std::result::Result<Self, &'static str>;
+}
+
+/// Reads `var` through `get`: `None` when unset, else its typed value.
+///
+/// # Errors
+/// [`Error::InvalidEnv`] naming `var` for a value that does not parse
+/// (an empty one included).
+pub fn env<T: Setting>(var: &'static str, get: Lookup<'_>) -> Result<Option<T>> {
+    let Some(value) = get(var) else {
+        return Ok(None);
+    };
+    let reason = match value.trim() {
+        "" => "empty value",
+        raw => match T::parse_setting(raw) {
+            Ok(v) => return Ok(Some(v)),
+            Err(reason) => reason,
+        },
+    };
+    Err(Error::InvalidEnv { var, value, reason })
+}
+
+/// Non-empty text, trimmed.
+impl Setting for String {
+    fn parse_setting(raw: &str) -> std::result::Result<Self, &'static str> {
+        Ok(raw.to_owned())
+    }
+}
+
+/// A non-empty path.
+impl Setting for PathBuf {
+    fn parse_setting(raw: &str) -> std::result::Result<Self, &'static str> {
+        Ok(PathBuf::from(raw))
+    }
+}
+
+/// A TCP port, 1 to 65535.
+impl Setting for NonZeroU16 {
+    fn parse_setting(raw: &str) -> std::result::Result<Self, &'static str> {
+        match raw.parse::<u32>() {
+            Ok(0) => Err("port 0 is not a usable port"),
+            Ok(p) => u16::try_from(p)
+                .ok()
+                .and_then(NonZeroU16::new)
+                .ok_or("port out of range 1-65535"),
+            Err(_) => Err("not a port number"),
+        }
+    }
+}
+
+/// A count, at least 1.
+impl Setting for NonZeroU32 {
+    fn parse_setting(raw: &str) -> std::result::Result<Self, &'static str> {
+        raw.parse().map_err(|_| "expected a whole number, at least 1")
+    }
+}
+
+/// A whole number of milliseconds, at least 1 (every `*_MS` variable).
+impl Setting for Duration {
+    fn parse_setting(raw: &str) -> std::result::Result<Self, &'static str> {
+        match raw.parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err("expected a whole number of milliseconds, at least 1"),
+        }
+    }
+}
 
 /// Env var naming the principal's host (default `127.0.0.1`).
 pub const ENV_HOST: &str = "CDKTR_PRINCIPAL_HOST";
@@ -43,22 +132,20 @@ impl BusConfig {
     /// [`Error::InvalidEnv`], naming the variable, for an empty host or a port
     /// that is not a number from 1 to 65535.
     pub fn from_env() -> Result<BusConfig> {
-        Self::from_lookup(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()))
+        Self::from_lookup(process_env)
     }
 
     /// As [`from_env`](Self::from_env), reading variables through `get`.
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<BusConfig> {
-        let mut c = BusConfig::default();
-        if let Some(h) = get(ENV_HOST) {
-            c.host = parse_host(h)?;
-        }
-        if let Some(p) = get(ENV_LISTENING_PORT) {
-            c.listening_port = parse_port(ENV_LISTENING_PORT, p)?;
-        }
-        if let Some(p) = get(ENV_PUBLISHING_PORT) {
-            c.publishing_port = parse_port(ENV_PUBLISHING_PORT, p)?;
-        }
-        Ok(c)
+        let (get, d): (Lookup<'_>, _) = (&get, BusConfig::default());
+        Ok(BusConfig {
+            host: env(ENV_HOST, get)?.unwrap_or(d.host),
+            listening_port: env::<NonZeroU16>(ENV_LISTENING_PORT, get)?.map_or(d.listening_port, NonZeroU16::get),
+            publishing_port: env::<NonZeroU16>(ENV_PUBLISHING_PORT, get)?.map_or(d.publishing_port, NonZeroU16::get),
+        })
     }
 
     /// `tcp://host:listening_port`.
@@ -97,51 +184,25 @@ impl ApiConfig {
     /// # Errors
     /// [`Error::InvalidEnv`], naming the variable.
     pub fn from_env() -> Result<ApiConfig> {
-        Self::from_lookup(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()))
+        Self::from_lookup(process_env)
     }
 
     /// As [`from_env`](Self::from_env), reading variables through `get`.
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<ApiConfig> {
-        let mut c = ApiConfig::default();
-        if let Some(h) = get(ENV_HOST) {
-            c.host = parse_host(h)?;
-        }
-        if let Some(p) = get(ENV_PRINCIPAL_PORT) {
-            c.port = parse_port(ENV_PRINCIPAL_PORT, p)?;
-        }
-        Ok(c)
+        let (get, d): (Lookup<'_>, _) = (&get, ApiConfig::default());
+        Ok(ApiConfig {
+            host: env(ENV_HOST, get)?.unwrap_or(d.host),
+            port: env::<NonZeroU16>(ENV_PRINCIPAL_PORT, get)?.map_or(d.port, NonZeroU16::get),
+        })
     }
 
     /// `tcp://host:port`.
     pub fn endpoint(&self) -> String {
         endpoint(&self.host, self.port)
     }
-}
-
-fn parse_host(h: String) -> Result<String> {
-    if h.trim().is_empty() {
-        return Err(Error::InvalidEnv {
-            var: ENV_HOST,
-            value: h,
-            reason: "empty host",
-        });
-    }
-    Ok(h.trim().to_owned())
-}
-
-/// Parses a port from the environment, naming `var` in the error.
-///
-/// # Errors
-/// [`Error::InvalidEnv`] unless `value` is a number from 1 to 65535.
-pub fn parse_port(var: &'static str, value: String) -> Result<u16> {
-    let reason = match value.trim().parse::<u32>() {
-        _ if value.trim().is_empty() => "empty port",
-        Ok(0) => "port 0 is not a usable port",
-        Ok(p) if p <= u16::MAX as u32 => return Ok(p as u16),
-        Ok(_) => "port out of range 1-65535",
-        Err(_) => "not a port number",
-    };
-    Err(Error::InvalidEnv { var, value, reason })
 }
 
 pub(crate) fn endpoint(host: &str, port: u16) -> String {
@@ -218,6 +279,32 @@ mod tests {
             );
             assert!(err.to_string().contains(var), "{err}");
         }
+    }
+
+    #[test]
+    fn settings_parse_one_way_and_name_the_variable() {
+        let get = lookup(&[("MS", " 250 "), ("ZERO", "0"), ("EMPTY", "  "), ("N", "3"), ("P", "x")]);
+        let get: Lookup<'_> = &get;
+        assert_eq!(env::<Duration>("MS", get).unwrap(), Some(Duration::from_millis(250)));
+        assert_eq!(env::<Duration>("UNSET", get).unwrap(), None);
+        assert_eq!(env::<NonZeroU32>("N", get).unwrap(), NonZeroU32::new(3));
+        assert_eq!(env::<PathBuf>("P", get).unwrap(), Some(PathBuf::from("x")));
+        for (var, why) in [
+            ("ZERO", "milliseconds, at least 1"),
+            ("EMPTY", "empty value"),
+            ("P", "milliseconds"),
+        ] {
+            match env::<Duration>(var, get) {
+                Err(Error::InvalidEnv { var: v, reason, .. }) => {
+                    assert_eq!(v, var);
+                    assert!(reason.contains(why), "{var}: {reason}");
+                }
+                other => panic!("{var}: {other:?}"),
+            }
+        }
+        assert!(env::<NonZeroU32>("ZERO", get).is_err());
+        assert!(env::<String>("EMPTY", get).is_err());
+        assert!(env::<NonZeroU16>("ZERO", get).is_err());
     }
 
     #[test]

@@ -1,4 +1,7 @@
+use std::fmt;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 /// Everything that can go wrong on the log bus.
 ///
@@ -44,7 +47,7 @@ pub enum Error {
     #[error("the principal refused the request ({kind}): {message}")]
     Api {
         /// The error's kind, e.g. `invalid` (see `docs/api.md`).
-        kind: crate::api::ErrorKind,
+        kind: ErrorKind,
         /// What the principal said.
         message: String,
     },
@@ -62,6 +65,7 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[cfg(feature = "sockets")]
     /// A socket could not be bound, usually because the port is in use.
     #[error("cannot bind {endpoint}: {source}")]
     Bind {
@@ -71,6 +75,7 @@ pub enum Error {
         source: zmq::Error,
     },
 
+    #[cfg(feature = "sockets")]
     /// A socket could not connect (a malformed host, not an absent peer:
     /// ZeroMQ connects lazily and retries on its own).
     #[error("cannot connect to {endpoint}: {source}")]
@@ -81,6 +86,7 @@ pub enum Error {
         source: zmq::Error,
     },
 
+    #[cfg(feature = "sockets")]
     /// Any other ZeroMQ failure, with what was being done at the time.
     #[error("zeromq failed to {op}: {source}")]
     Zmq {
@@ -158,7 +164,41 @@ impl Error {
         )
     }
 
+    #[cfg(feature = "sockets")]
     pub(crate) fn zmq(op: &'static str) -> impl FnOnce(zmq::Error) -> Error {
         move |source| Error::Zmq { op, source }
+    }
+}
+
+/// Why the principal refused an API request (`docs/api.md`). On the wire: the snake_case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Not one MessagePack map with an `"op"` string.
+    Malformed,
+    /// An `"op"` this principal does not know.
+    UnknownOp,
+    /// A known op with missing, unknown or ill-typed fields, or a query
+    /// that cannot be answered as stated.
+    Invalid,
+    /// Too many requests are waiting; retry later.
+    Busy,
+    /// The database failed; the request may succeed if retried.
+    Database,
+    /// The principal is shutting down.
+    ShuttingDown,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::UnknownOp => "unknown_op",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Database => "database",
+            ErrorKind::ShuttingDown => "shutting_down",
+        })
     }
 }

@@ -58,28 +58,49 @@
 //! `127.0.0.1`), `CDKTR_LOGS_LISTENING_PORT` (5562) and
 //! `CDKTR_LOGS_PUBLISHING_PORT` (5563); [`ApiConfig::from_env`] reads the
 //! host and `CDKTR_PRINCIPAL_PORT` (5561).
-#![warn(missing_docs)]
+//!
+//! # Features
+//!
+//! - `sockets` (default): the ZeroMQ parts, [`LogPublisher`],
+//!   [`LogManager`], [`LogSubscriber`] and [`ApiClient`]. Without it the
+//!   crate is the protocol alone (messages, the wire codec, queries,
+//!   statuses, API requests and replies) and builds no libzmq; the store
+//!   uses it that way.
+//! - `testing`: helpers for this workspace's tests ([`testing`]).
+#![warn(missing_docs, missing_debug_implementations)]
 
 pub mod api;
 pub mod config;
 mod error;
-mod inbox;
-pub mod manager;
 pub mod message;
-pub mod publisher;
 pub mod query;
-mod spool;
+pub mod stats;
 pub mod status;
-pub mod subscriber;
 pub mod wire;
 
-pub use api::ApiClient;
+#[cfg(feature = "sockets")]
+mod inbox;
+#[cfg(feature = "sockets")]
+pub mod manager;
+#[cfg(feature = "sockets")]
+pub mod publisher;
+#[cfg(feature = "sockets")]
+pub mod subscriber;
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use config::{ApiConfig, BusConfig};
-pub use error::{Error, Result};
-pub use manager::{LogManager, ManagerBuilder, ManagerStats};
+pub use error::{Error, ErrorKind, Result};
 pub use message::{Level, LogMessage};
-pub use publisher::{LogPublisher, PublisherBuilder, PublisherStats, TaskContext, TaskLogger};
 pub use query::{LevelFilter, LogPage, LogQuery, Order};
 pub use status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
-pub use subscriber::{LogSubscriber, SubscriberBuilder};
 pub use wire::Envelope;
+
+#[cfg(feature = "sockets")]
+pub use api::ApiClient;
+#[cfg(feature = "sockets")]
+pub use manager::{LogManager, ManagerBuilder, ManagerStats};
+#[cfg(feature = "sockets")]
+pub use publisher::{LogPublisher, PublisherBuilder, PublisherStats, TaskContext, TaskLogger};
+#[cfg(feature = "sockets")]
+pub use subscriber::{LogSubscriber, SubscriberBuilder};

@@ -2,7 +2,7 @@
 //! hand-off to in-process sinks such as the Persister.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 use crate::config::BusConfig;
 use crate::error::{Error, Result};
 use crate::inbox::Inbox;
+use crate::stats::StatsCell;
 use crate::wire::{Envelope, DEFAULT_MAX_MESSAGE_BYTES};
 
 /// The running log manager; shuts down and joins its thread on
@@ -36,12 +37,13 @@ use crate::wire::{Envelope, DEFAULT_MAX_MESSAGE_BYTES};
 /// # drop(persisted);
 /// # Ok::<(), cdktr_log::Error>(())
 /// ```
+#[must_use = "dropping the manager stops it"]
 pub struct LogManager {
     config: BusConfig,
     listening_endpoint: String,
     publishing_endpoint: String,
     stop: Arc<AtomicBool>,
-    counters: Arc<Counters>,
+    counters: Arc<StatsCell<ManagerStats>>,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -65,21 +67,12 @@ pub struct ManagerStats {
 }
 
 /// Configures a [`LogManager`]; see [`LogManager::builder`].
+#[must_use = "a builder does nothing until `start`"]
 pub struct ManagerBuilder {
     config: BusConfig,
     sinks: Vec<Sender<Envelope>>,
     max_message_bytes: usize,
     pub_hwm: i32,
-}
-
-#[derive(Default)]
-struct Counters {
-    received: AtomicU64,
-    forwarded: AtomicU64,
-    replayed: AtomicU64,
-    rejected: AtomicU64,
-    sink_lost: AtomicU64,
-    sink_blocked_ns: AtomicU64,
 }
 
 impl ManagerBuilder {
@@ -129,7 +122,7 @@ impl ManagerBuilder {
             publishing_port: port_of(&publishing_endpoint),
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(StatsCell::default());
         let worker = Forwarder {
             _ctx: ctx,
             pull,
@@ -189,15 +182,7 @@ impl LogManager {
 
     /// The counters as of now.
     pub fn stats(&self) -> ManagerStats {
-        let c = &self.counters;
-        ManagerStats {
-            received: c.received.load(Relaxed),
-            forwarded: c.forwarded.load(Relaxed),
-            replayed: c.replayed.load(Relaxed),
-            rejected: c.rejected.load(Relaxed),
-            sink_lost: c.sink_lost.load(Relaxed),
-            sink_blocked: Duration::from_nanos(c.sink_blocked_ns.load(Relaxed)),
-        }
+        self.counters.snapshot()
     }
 
     /// Stops taking new messages, forwards what ZeroMQ had already received,
@@ -249,7 +234,7 @@ struct Forwarder {
     sinks: Vec<Sender<Envelope>>,
     max: usize,
     stop: Arc<AtomicBool>,
-    counters: Arc<Counters>,
+    counters: Arc<StatsCell<ManagerStats>>,
     stats: ManagerStats,
     last_reject_warning: Option<Instant>,
     /// Highest sequence number republished, per publisher.
@@ -351,9 +336,9 @@ impl Forwarder {
                 Err(SendTimeoutError::Timeout(back)) => {
                     item = back;
                     // Keep the counters live while a sink holds us up.
-                    self.publish_stats();
-                    let blocked = self.stats.sink_blocked + start.elapsed();
-                    self.counters.sink_blocked_ns.store(blocked.as_nanos() as u64, Relaxed);
+                    let mut live = self.stats;
+                    live.sink_blocked += start.elapsed();
+                    self.counters.publish(&live);
                 }
                 Err(SendTimeoutError::Disconnected(_)) => {
                     self.sink_gone();
@@ -389,13 +374,25 @@ impl Forwarder {
     }
 
     fn publish_stats(&self) {
-        let c = &self.counters;
-        c.received.store(self.stats.received, Relaxed);
-        c.forwarded.store(self.stats.forwarded, Relaxed);
-        c.replayed.store(self.stats.replayed, Relaxed);
-        c.rejected.store(self.stats.rejected, Relaxed);
-        c.sink_lost.store(self.stats.sink_lost, Relaxed);
-        c.sink_blocked_ns
-            .store(self.stats.sink_blocked.as_nanos() as u64, Relaxed);
+        self.counters.publish(&self.stats);
+    }
+}
+
+impl std::fmt::Debug for LogManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogManager")
+            .field("listening_endpoint", &self.listening_endpoint)
+            .field("publishing_endpoint", &self.publishing_endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerBuilder")
+            .field("config", &self.config)
+            .field("sinks", &self.sinks.len())
+            .field("max_message_bytes", &self.max_message_bytes)
+            .finish_non_exhaustive()
     }
 }

@@ -105,16 +105,35 @@ impl LogMessage {
     /// Control characters in any field are escaped so that one message is
     /// always one line.
     pub fn display(&self) -> impl fmt::Display + '_ {
-        Human(self)
+        self.display_styled("", "")
+    }
+
+    /// As [`display`](Self::display), with `before` and `after` around the
+    /// level name (a terminal colour, say), outside its padding.
+    pub fn display_styled<'a>(&'a self, before: &'a str, after: &'a str) -> impl fmt::Display + 'a {
+        Human { m: self, before, after }
     }
 }
 
-struct Human<'a>(&'a LogMessage);
+struct Human<'a> {
+    m: &'a LogMessage,
+    before: &'a str,
+    after: &'a str,
+}
 
 impl fmt::Display for Human<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(f, "{} {:<5} ", rfc3339_ms(m.timestamp_ms), m.level)?;
+        let m = self.m;
+        let pad = 5usize.saturating_sub(m.level.as_str().len());
+        write!(
+            f,
+            "{} {}{}{}{:pad$} ",
+            rfc3339_ms(m.timestamp_ms),
+            self.before,
+            m.level,
+            self.after,
+            ""
+        )?;
         for (i, part) in [
             &m.workflow_id,
             "/",

@@ -29,6 +29,7 @@ use crate::wire::{self, Envelope, DEFAULT_MAX_MESSAGE_BYTES};
 /// }
 /// # Ok::<(), cdktr_log::Error>(())
 /// ```
+#[must_use = "a subscriber receives nothing until it is read"]
 pub struct LogSubscriber {
     socket: zmq::Socket,
     _ctx: zmq::Context,
@@ -40,6 +41,7 @@ pub struct LogSubscriber {
 
 /// Configures a [`LogSubscriber`]; see [`LogSubscriber::builder`].
 #[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `connect`"]
 pub struct SubscriberBuilder {
     config: BusConfig,
     workflows: Vec<String>,
@@ -197,5 +199,14 @@ impl LogSubscriber {
             }
         }
         Ok(None)
+    }
+}
+
+impl std::fmt::Debug for LogSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSubscriber")
+            .field("workflows", &self.workflows)
+            .field("rejected", &self.rejected)
+            .finish_non_exhaustive()
     }
 }

@@ -90,29 +90,102 @@ struct BodyOut<'a> {
 }
 
 // Every field optional so that the version is checked before anything else
-// and a missing field gets a precise error.
-#[derive(Deserialize)]
+// and a missing field gets a precise error. Read by hand rather than
+// derived: serde's derive reads a struct from an array, and a field name or
+// a `&str` from `bin`, where the format says map and `str`.
+#[derive(Default)]
 struct BodyIn<'a> {
     v: Option<u64>,
-    #[serde(borrow)]
     publisher_id: Option<&'a str>,
     seq: Option<u64>,
-    #[serde(borrow)]
     workflow_id: Option<&'a str>,
-    #[serde(borrow)]
     workflow_name: Option<&'a str>,
-    #[serde(borrow)]
     workflow_instance_id: Option<&'a str>,
-    #[serde(borrow)]
     task_name: Option<&'a str>,
-    #[serde(borrow)]
     task_instance_id: Option<&'a str>,
     timestamp_ms: Option<i64>,
-    #[serde(borrow)]
     level: Option<&'a str>,
-    #[serde(borrow)]
     payload: Option<&'a str>,
     replays: Option<bool>,
+}
+
+/// A MessagePack `str`, borrowed; `bin` is refused.
+struct Str<'a>(&'a str);
+
+impl<'de> Deserialize<'de> for Str<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a MessagePack str")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> std::result::Result<Str<'de>, E> {
+                Ok(Str(v))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for BodyIn<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = BodyIn<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a MessagePack map with str keys")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<BodyIn<'de>, A::Error> {
+                fn put<'de, A: serde::de::MapAccess<'de>, T: Deserialize<'de>>(
+                    map: &mut A,
+                    slot: &mut Option<T>,
+                    key: &str,
+                ) -> std::result::Result<(), A::Error> {
+                    if slot.is_some() {
+                        return Err(serde::de::Error::custom(format_args!("duplicate field `{key}`")));
+                    }
+                    *slot = Some(map.next_value()?);
+                    Ok(())
+                }
+                fn put_str<'de, A: serde::de::MapAccess<'de>>(
+                    map: &mut A,
+                    slot: &mut Option<&'de str>,
+                    key: &str,
+                ) -> std::result::Result<(), A::Error> {
+                    let mut s: Option<Str<'de>> = None;
+                    put(map, &mut s, key)?;
+                    if slot.is_some() {
+                        return Err(serde::de::Error::custom(format_args!("duplicate field `{key}`")));
+                    }
+                    *slot = s.map(|s| s.0);
+                    Ok(())
+                }
+                let mut b = BodyIn::default();
+                while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
+                    match key {
+                        "v" => put(&mut map, &mut b.v, key)?,
+                        "seq" => put(&mut map, &mut b.seq, key)?,
+                        "timestamp_ms" => put(&mut map, &mut b.timestamp_ms, key)?,
+                        "replays" => put(&mut map, &mut b.replays, key)?,
+                        "publisher_id" => put_str(&mut map, &mut b.publisher_id, key)?,
+                        "workflow_id" => put_str(&mut map, &mut b.workflow_id, key)?,
+                        "workflow_name" => put_str(&mut map, &mut b.workflow_name, key)?,
+                        "workflow_instance_id" => put_str(&mut map, &mut b.workflow_instance_id, key)?,
+                        "task_name" => put_str(&mut map, &mut b.task_name, key)?,
+                        "task_instance_id" => put_str(&mut map, &mut b.task_instance_id, key)?,
+                        "level" => put_str(&mut map, &mut b.level, key)?,
+                        "payload" => put_str(&mut map, &mut b.payload, key)?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(b)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// Writes the topic frame for `workflow_id` into `out` (cleared first).
@@ -248,6 +321,10 @@ fn missing(field: &str) -> Error {
 
 #[cfg(test)]
 mod tests {
+    /// What `docs/wire-format.md` says an unknown key may hold: arrays
+    /// nested this deep (around a scalar).
+    const DOCUMENTED_DEEPEST_ARRAYS: usize = 14;
+
     use super::*;
     use proptest::prelude::*;
 
@@ -398,6 +475,58 @@ mod tests {
         for n in 0..good.len() {
             assert!(decode_body(&good[..n], 1024).is_err(), "prefix {n}");
         }
+    }
+
+    #[test]
+    fn strings_and_keys_sent_as_bin_are_refused() {
+        // Without the unknown key, whose value may hold anything.
+        let mut j = good_json();
+        j.as_object_mut().unwrap().remove("extra");
+        let good = body_from_json(j);
+        assert!(decode_body(&good, 1024).is_ok());
+        // Each str of the body, in turn, turned into bin of the same bytes
+        // (fixstr a0-bf -> c4 len): keys and values alike.
+        let mut strs = 0;
+        let mut i = 1;
+        while i < good.len() {
+            let m = good[i];
+            let len = match m {
+                0xa0..=0xbf => (m & 0x1f) as usize,
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            let mut bad = good[..i].to_vec();
+            bad.extend_from_slice(&[0xc4, len as u8]);
+            bad.extend_from_slice(&good[i + 1..]);
+            assert!(
+                matches!(decode_body(&bad, 1024), Err(Error::Body(_))),
+                "bin at offset {i} accepted"
+            );
+            strs += 1;
+            i += 1 + len;
+        }
+        // 11 keys and 8 string values.
+        assert_eq!(strs, 19, "every key and string field was tried");
+    }
+
+    /// `{"x": [[...[nil]...]]}` with `arrays` levels of arrays.
+    fn nested(arrays: usize) -> Vec<u8> {
+        let mut j = good_json();
+        let mut v = serde_json::Value::Null;
+        for _ in 0..arrays {
+            v = serde_json::json!([v]);
+        }
+        j["x"] = v;
+        body_from_json(j)
+    }
+
+    #[test]
+    fn unknown_keys_may_nest_exactly_as_deep_as_the_format_says() {
+        let deepest = (0..40).take_while(|&n| decode_body(&nested(n), 1 << 20).is_ok()).last();
+        assert_eq!(deepest, Some(DOCUMENTED_DEEPEST_ARRAYS));
+        assert!(decode_body(&nested(DOCUMENTED_DEEPEST_ARRAYS + 1), 1 << 20).is_err());
     }
 
     #[test]

@@ -4,59 +4,118 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cdktr_log::{ApiConfig, BusConfig};
-use cdktr_principal::{
-    default_db_path, heartbeat_timeout_from_env, location_from, parse_duration, Principal, ENV_DB_PATH,
-};
-use cdktr_store::{Location, PersisterConfig};
-use clap::{value_parser, Arg, Command};
+use cdktr_log::config::{Setting, ENV_HOST, ENV_LISTENING_PORT, ENV_PRINCIPAL_PORT, ENV_PUBLISHING_PORT};
+use cdktr_principal::{PrincipalBuilder, ENV_DB_PATH, ENV_HEARTBEAT_TIMEOUT_MS};
+use cdktr_store::persister::ENV_FLUSH_INTERVAL_MS;
+use cdktr_store::Location;
+use clap::parser::ValueSource;
+use clap::{Arg, ArgMatches, Command};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+/// A flag that can also come from a variable. Clap shows the variable in
+/// `--help` and lets the flag win; the variable itself is read, and
+/// checked, by [`PrincipalBuilder::from_env`], as embedders read it.
+fn setting(name: &'static str, var: &'static str, value_name: &'static str, help: &'static str) -> Arg {
+    Arg::new(name).long(name).env(var).value_name(value_name).help(help)
+}
+
 fn cli() -> Command {
-    let port = |name: &'static str, env: &str, default: u16| {
-        Arg::new(name)
-            .long(name)
-            .value_name("PORT")
-            .value_parser(value_parser!(u16))
-            .help(format!("Overrides {env} (default {default}; 0 for any free port)"))
-    };
     Command::new("cdktr-principal")
         .about("The cdktr principal: receives, fans out, stores and serves workflow logs")
         .after_help(
-            "Flags override the environment: CDKTR_DB_PATH, CDKTR_PRINCIPAL_HOST, CDKTR_PRINCIPAL_PORT,\n\
-             CDKTR_LOGS_LISTENING_PORT, CDKTR_LOGS_PUBLISHING_PORT, CDKTR_LOG_FLUSH_INTERVAL_MS,\n\
-             CDKTR_AGENT_HEARTBEAT_TIMEOUT_MS. SIGINT or SIGTERM stops it without losing a line.",
+            "Also read from the environment: CDKTR_DB_MEMORY_LIMIT, CDKTR_DB_THREADS (README).\n\
+             SIGINT or SIGTERM stops it without losing a line; it then exits 0.",
         )
-        .arg(
-            Arg::new("db")
-                .long("db")
-                .value_name("PATH")
-                .help("Database file, or :memory: (default $HOME/.cdktr/app.db)"),
-        )
-        .arg(
-            Arg::new("host")
-                .long("host")
-                .value_name("HOST")
-                .help("Address to bind (default 127.0.0.1)"),
-        )
-        .arg(port("api-port", "CDKTR_PRINCIPAL_PORT", 5561))
-        .arg(port("listening-port", "CDKTR_LOGS_LISTENING_PORT", 5562))
-        .arg(port("publishing-port", "CDKTR_LOGS_PUBLISHING_PORT", 5563))
-        .arg(
-            Arg::new("flush-interval")
-                .long("flush-interval")
-                .value_name("DURATION")
-                .value_parser(parse_duration)
-                .help("Longest a line waits to be written, e.g. 500ms, 30s (default 30s)"),
-        )
-        .arg(
-            Arg::new("heartbeat-timeout")
-                .long("heartbeat-timeout")
-                .value_name("DURATION")
-                .value_parser(parse_duration)
-                .help("Silence after which an agent's running workflows are CRASHED (default 30s)"),
-        )
+        .arg(setting(
+            "db",
+            ENV_DB_PATH,
+            "PATH",
+            "Database file, or :memory: [default: $HOME/.cdktr/app.db]",
+        ))
+        .arg(setting(
+            "host",
+            ENV_HOST,
+            "HOST",
+            "Address to bind [default: 127.0.0.1]",
+        ))
+        .arg(setting(
+            "api-port",
+            ENV_PRINCIPAL_PORT,
+            "PORT",
+            "The API's port; 0 for any free port [default: 5561]",
+        ))
+        .arg(setting(
+            "listening-port",
+            ENV_LISTENING_PORT,
+            "PORT",
+            "Port agents push logs to; 0 for any free port [default: 5562]",
+        ))
+        .arg(setting(
+            "publishing-port",
+            ENV_PUBLISHING_PORT,
+            "PORT",
+            "Port of the live stream; 0 for any free port [default: 5563]",
+        ))
+        .arg(setting(
+            "flush-interval",
+            ENV_FLUSH_INTERVAL_MS,
+            "DURATION",
+            "Longest a line waits to be written, e.g. 500ms, 30s (the variable: milliseconds) [default: 30s]",
+        ))
+        .arg(setting(
+            "heartbeat-timeout",
+            ENV_HEARTBEAT_TIMEOUT_MS,
+            "DURATION",
+            "Silence after which an agent's running workflows are CRASHED (the variable: milliseconds) \
+             [default: 30s]",
+        ))
+}
+
+/// The value of a [`setting`] when it was given as a flag.
+fn flag<T>(m: &ArgMatches, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+    if m.value_source(name) != Some(ValueSource::CommandLine) {
+        return Ok(None);
+    }
+    let raw = m.get_one::<String>(name).map_or("", String::as_str);
+    parse(raw.trim())
+        .map(Some)
+        .map_err(|why| format!("invalid --{name} {raw:?}: {why}"))
+}
+
+fn port(s: &str) -> Result<u16, String> {
+    s.parse().map_err(|_| "expected a port from 0 to 65535".into())
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("expected a duration such as 500ms or 30s: {e}"))
+}
+
+/// The environment, then the flags given on the command line.
+fn builder(m: &ArgMatches) -> Result<PrincipalBuilder, Box<dyn std::error::Error>> {
+    let mut b = PrincipalBuilder::from_env()?;
+    if let Some(db) = flag(m, "db", |s| Location::parse_setting(s).map_err(String::from))? {
+        b = b.database(db);
+    }
+    if let Some(host) = flag(m, "host", |s| Ok(s.to_owned()))? {
+        b = b.host(host);
+    }
+    if let Some(p) = flag(m, "api-port", port)? {
+        b = b.api_port(p);
+    }
+    if let Some(p) = flag(m, "listening-port", port)? {
+        b = b.listening_port(p);
+    }
+    if let Some(p) = flag(m, "publishing-port", port)? {
+        b = b.publishing_port(p);
+    }
+    if let Some(d) = flag(m, "flush-interval", duration)? {
+        b = b.flush_interval(d);
+    }
+    if let Some(d) = flag(m, "heartbeat-timeout", duration)? {
+        b = b.heartbeat_timeout(d);
+    }
+    Ok(b)
 }
 
 fn main() -> ExitCode {
@@ -78,56 +137,12 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
-fn run(args: &clap::ArgMatches) -> Result<(), Box<dyn std::error::Error>> {
-    let database = args
-        .get_one::<String>("db")
-        .cloned()
-        .or_else(|| std::env::var(ENV_DB_PATH).ok())
-        .map_or_else(|| Location::File(default_db_path()), |db| location_from(&db));
-    let mut bus = BusConfig::from_env()?;
-    let mut api = ApiConfig::from_env()?;
-    let mut persister = PersisterConfig::from_env()?;
-    let mut heartbeat_timeout = heartbeat_timeout_from_env()?;
-    if let Some(host) = args.get_one::<String>("host") {
-        bus.host.clone_from(host);
-        api.host.clone_from(host);
-    }
-    if let Some(&p) = args.get_one::<u16>("api-port") {
-        api.port = p;
-    }
-    if let Some(&p) = args.get_one::<u16>("listening-port") {
-        bus.listening_port = p;
-    }
-    if let Some(&p) = args.get_one::<u16>("publishing-port") {
-        bus.publishing_port = p;
-    }
-    if let Some(&d) = args.get_one::<Duration>("flush-interval") {
-        persister.flush_interval = d;
-    }
-    if let Some(&d) = args.get_one::<Duration>("heartbeat-timeout") {
-        heartbeat_timeout = d;
-    }
-
+fn run(args: &ArgMatches) -> Result<(), Box<dyn std::error::Error>> {
+    let builder = builder(args)?;
     // Registered before anything starts, so an early signal is not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    let mut builder = Principal::builder()
-        .bus(bus)
-        .api(api)
-        .database(database.clone())
-        .persister(persister)
-        .heartbeat_timeout(heartbeat_timeout);
-    if let Ok(limit) = std::env::var("CDKTR_DB_MEMORY_LIMIT") {
-        builder = builder.db_memory_limit(limit);
-    }
-    if let Ok(n) = std::env::var("CDKTR_DB_THREADS") {
-        let n = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("invalid CDKTR_DB_THREADS={n:?}: expected a number of threads"))?;
-        builder = builder.db_threads(n);
-    }
     let principal = builder.start()?;
-    let db_name = match &database {
+    let db_name = match principal.database() {
         Location::Memory => ":memory:".to_string(),
         Location::File(p) => p.display().to_string(),
     };

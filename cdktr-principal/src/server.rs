@@ -37,6 +37,7 @@ pub(crate) struct Parts {
     pub persister: Arc<Persister>,
     pub heartbeat_timeout: Duration,
     pub query_workers: usize,
+    #[cfg(feature = "testing")]
     pub query_delay: Duration,
 }
 
@@ -67,7 +68,7 @@ struct Job {
 
 impl Server {
     pub fn start(parts: Parts) -> Result<Server> {
-        let zmq_err = |op: &'static str| move |source| Error::Bus(cdktr_log::Error::Zmq { op, source });
+        let zmq_err = |op: &'static str| move |source| Error::ApiSocket { op, source };
         let context = zmq::Context::new();
         let router = context.socket(zmq::ROUTER).map_err(zmq_err("create the API socket"))?;
         router
@@ -78,11 +79,9 @@ impl Server {
             .and_then(|()| router.set_sndtimeo(0))
             .map_err(zmq_err("configure the API socket"))?;
         let wanted = parts.api.endpoint();
-        router.bind(&wanted).map_err(|source| {
-            Error::Bus(cdktr_log::Error::Bind {
-                endpoint: wanted.clone(),
-                source,
-            })
+        router.bind(&wanted).map_err(|source| Error::ApiBind {
+            endpoint: wanted.clone(),
+            source,
         })?;
         let endpoint = router
             .get_last_endpoint()
@@ -106,6 +105,7 @@ impl Server {
                 jobs: jobs_rx.clone(),
                 replies: push,
                 counters: counters.clone(),
+                #[cfg(feature = "testing")]
                 delay: parts.query_delay,
             };
             threads.push(spawn(&format!("cdktr-api-query-{i}"), move || worker.run())?);
@@ -161,11 +161,9 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
-        .map_err(|source| {
-            Error::Bus(cdktr_log::Error::Spawn {
-                name: "API server",
-                source,
-            })
+        .map_err(|source| Error::Spawn {
+            name: name.into(),
+            source,
         })
 }
 
@@ -397,15 +395,15 @@ struct QueryWorker {
     jobs: Receiver<Job>,
     replies: zmq::Socket,
     counters: Arc<Counters>,
+    #[cfg(feature = "testing")]
     delay: Duration,
 }
 
 impl QueryWorker {
     fn run(self) {
         for Job { mut envelope, request } in self.jobs.iter() {
-            if !self.delay.is_zero() {
-                std::thread::sleep(self.delay);
-            }
+            #[cfg(feature = "testing")]
+            std::thread::sleep(self.delay);
             let response = self.answer(request);
             self.counters.requests.fetch_add(1, Relaxed);
             if matches!(response, Response::Error { .. }) {

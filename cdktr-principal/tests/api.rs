@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use cdktr_log::api::{ErrorKind, Request, Response};
 use cdktr_log::{ApiClient, ApiConfig, BusConfig, Level, LogMessage, LogPublisher, RunStatus};
 
-mod common;
-
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A principal child process on free ports, as its banner reports them.
@@ -70,7 +68,7 @@ impl Running {
     }
 
     fn cli_command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cdktr-logs"));
+        let mut c = Command::new(cdktr_principal::testing::workspace_binary("cdktr-logs"));
         c.args(args)
             .env("CDKTR_PRINCIPAL_PORT", self.api.port.to_string())
             .env("CDKTR_LOGS_PUBLISHING_PORT", self.bus.publishing_port.to_string());
@@ -135,6 +133,27 @@ fn json_payloads(out: &Output) -> Vec<String> {
             v["payload"].as_str().unwrap().to_owned()
         })
         .collect()
+}
+
+/// Records an update or heartbeat through the client's typed methods.
+fn send(api: &mut ApiClient, r: &Request) -> cdktr_log::Result<()> {
+    match r {
+        Request::WorkflowStatusUpdate {
+            workflow_id,
+            workflow_instance_id,
+            status,
+            timestamp_ms,
+        } => api.record_workflow_status(workflow_id, workflow_instance_id, *status, *timestamp_ms),
+        Request::TaskStatusUpdate {
+            task_id,
+            task_instance_id,
+            workflow_instance_id,
+            status,
+            timestamp_ms,
+        } => api.record_task_status(task_id, task_instance_id, workflow_instance_id, *status, *timestamp_ms),
+        Request::Heartbeat { agent_id, running } => api.heartbeat(agent_id, running),
+        other => panic!("not an update: {other:?}"),
+    }
 }
 
 fn update(instance: &str, status: RunStatus, at: i64) -> Request {
@@ -237,7 +256,7 @@ fn lines_and_statuses_round_trip_through_the_cli_and_survive_a_restart() {
         update("etl-1", RunStatus::Completed, t0 + 1_510),
         update("etl-2", RunStatus::Running, t0 + 2_000),
     ] {
-        api.send(&r).unwrap();
+        send(&mut api, &r).unwrap();
     }
     let timeline = api.timeline("etl-1").unwrap();
     let statuses: Vec<_> = timeline.iter().map(|c| (c.task.is_some(), c.status)).collect();
@@ -396,24 +415,27 @@ fn a_silent_agent_gets_exactly_one_crashed_row_per_running_instance() {
     let mut api = p.client();
     let t0 = cdktr_log::message::now_ms();
     for i in 1..=3 {
-        api.send(&update(&format!("run-{i}"), RunStatus::Running, t0)).unwrap();
+        send(&mut api, &update(&format!("run-{i}"), RunStatus::Running, t0)).unwrap();
     }
-    api.send(&task_update("run-1", RunStatus::Running, t0)).unwrap();
-    api.send(&update("run-3", RunStatus::Completed, t0 + 1)).unwrap();
+    send(&mut api, &task_update("run-1", RunStatus::Running, t0)).unwrap();
+    send(&mut api, &update("run-3", RunStatus::Completed, t0 + 1)).unwrap();
     // Agent A runs 1 to 3 (3 has finished); agent B keeps beating.
-    api.send(&Request::Heartbeat {
-        agent_id: "agent-a".into(),
-        running: vec!["run-1".into(), "run-2".into(), "run-3".into()],
-    })
+    send(
+        &mut api,
+        &Request::Heartbeat {
+            agent_id: "agent-a".into(),
+            running: vec!["run-1".into(), "run-2".into(), "run-3".into()],
+        },
+    )
     .unwrap();
-    api.send(&update("run-4", RunStatus::Running, t0)).unwrap();
+    send(&mut api, &update("run-4", RunStatus::Running, t0)).unwrap();
     let beat_b = Request::Heartbeat {
         agent_id: "agent-b".into(),
         running: vec!["run-4".into()],
     };
     let end = Instant::now() + WAIT;
     loop {
-        api.send(&beat_b).unwrap();
+        send(&mut api, &beat_b).unwrap();
         let s = api.stats().unwrap();
         if s.crashed == 2 {
             break;
@@ -425,7 +447,7 @@ fn a_silent_agent_gets_exactly_one_crashed_row_per_running_instance() {
     // Many more sweeps (every 100 ms) happen while B keeps beating.
     let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {
-        api.send(&beat_b).unwrap();
+        send(&mut api, &beat_b).unwrap();
         std::thread::sleep(Duration::from_millis(50));
     }
     let crashed = |api: &mut ApiClient, i: &str| {
@@ -465,7 +487,7 @@ fn a_silent_agent_gets_exactly_one_crashed_row_per_running_instance() {
 
 #[test]
 fn a_slow_query_does_not_hold_up_status_updates() {
-    let principal = common::local_principal()
+    let principal = cdktr_principal::testing::local_principal()
         .database(cdktr_store::Location::Memory)
         .query_workers(2)
         .query_delay(Duration::from_secs(3))
@@ -490,11 +512,14 @@ fn a_slow_query_does_not_hold_up_status_updates() {
         .collect();
     let mut api = ApiClient::connect(&principal.api_config()).unwrap().with_timeout(WAIT);
     for i in 0..20 {
-        api.send(&update(&format!("i{i}"), RunStatus::Running, i)).unwrap();
-        api.send(&Request::Heartbeat {
-            agent_id: "a".into(),
-            running: vec![format!("i{i}")],
-        })
+        send(&mut api, &update(&format!("i{i}"), RunStatus::Running, i)).unwrap();
+        send(
+            &mut api,
+            &Request::Heartbeat {
+                agent_id: "a".into(),
+                running: vec![format!("i{i}")],
+            },
+        )
         .unwrap();
     }
     // Every update was recorded while both queries were still running.
@@ -526,7 +551,7 @@ fn the_cli_fails_fast_on_an_unreachable_principal_and_explains_bad_arguments() {
         &["stats", "--timeout", "500ms"],
     ] {
         let started = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_cdktr-logs"))
+        let out = Command::new(cdktr_principal::testing::workspace_binary("cdktr-logs"))
             .args(args)
             .env("CDKTR_PRINCIPAL_PORT", free.to_string())
             .output()
@@ -549,7 +574,7 @@ fn the_cli_fails_fast_on_an_unreachable_principal_and_explains_bad_arguments() {
         (&["query", "--timeout", "5"], "needs a unit"),
         (&["frobnicate"], "unrecognized subcommand"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_cdktr-logs"))
+        let out = Command::new(cdktr_principal::testing::workspace_binary("cdktr-logs"))
             .args(args)
             .output()
             .unwrap();

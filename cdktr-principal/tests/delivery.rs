@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use cdktr_log::{ApiConfig, BusConfig, Level, LogMessage, LogPublisher, PublisherStats};
 use cdktr_store::{LogQuery, Store};
 
-mod common;
-use common::free_port;
+use cdktr_principal::testing::free_port;
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -256,7 +255,7 @@ fn a_database_failing_writes_loses_nothing_and_tail_keeps_receiving() {
     const N: usize = 20_000;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
-    let principal = common::local_principal()
+    let principal = cdktr_principal::testing::local_principal()
         .database(cdktr_store::Location::File(db.clone()))
         .persister(cdktr_store::PersisterConfig {
             flush_interval: Duration::from_millis(100),
@@ -269,7 +268,7 @@ fn a_database_failing_writes_loses_nothing_and_tail_keeps_receiving() {
         bus: principal.bus().config().clone(),
         api: principal.api_config(),
     };
-    let mut tail = Command::new(env!("CARGO_BIN_EXE_cdktr-logs"))
+    let mut tail = Command::new(cdktr_principal::testing::workspace_binary("cdktr-logs"))
         .args(["tail", "-o", "json"])
         .env("CDKTR_LOGS_PUBLISHING_PORT", p.bus.publishing_port.to_string())
         .stdout(Stdio::piped())
@@ -334,7 +333,7 @@ fn a_database_failing_writes_loses_nothing_and_tail_keeps_receiving() {
 fn a_subscriber_that_never_reads_does_not_hold_up_ingestion() {
     const N: usize = 100_000;
     let dir = tempfile::tempdir().unwrap();
-    let principal = common::local_principal()
+    let principal = cdktr_principal::testing::local_principal()
         .database(cdktr_store::Location::Memory)
         .flush_interval(Duration::from_millis(100))
         .start()
@@ -417,7 +416,7 @@ fn lines_left_unacknowledged_at_shutdown_are_sent_by_the_next_publisher_on_the_s
 #[test]
 fn a_waiting_publisher_is_acknowledged_without_waiting_for_the_flush_interval() {
     let dir = tempfile::tempdir().unwrap();
-    let principal = common::local_principal()
+    let principal = cdktr_principal::testing::local_principal()
         .database(cdktr_store::Location::Memory)
         .flush_interval(Duration::from_secs(3600))
         .start()

@@ -85,3 +85,16 @@ impl Error {
         move |source| Error::Db { op, source }
     }
 }
+
+/// The protocol's errors that reach the store: a setting or a query that
+/// cannot be used.
+impl From<cdktr_log::Error> for Error {
+    fn from(e: cdktr_log::Error) -> Error {
+        match e {
+            cdktr_log::Error::InvalidEnv { var, value, reason } => Error::InvalidEnv { var, value, reason },
+            cdktr_log::Error::UnknownStatus(s) => Error::UnknownStatus(s),
+            cdktr_log::Error::InvalidQuery(m) => Error::InvalidQuery(m),
+            other => Error::InvalidQuery(other.to_string()),
+        }
+    }
+}

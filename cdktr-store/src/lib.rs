@@ -35,7 +35,7 @@
 //! };
 //! sink.send(Envelope { publisher_id: "agent-1".into(), seq: 1, replays: false, message }).unwrap();
 //!
-//! // Batches are written every 30 s or 10,000 lines; don't wait for that.
+//! // Batches are written every 30 s or 20,000 lines; don't wait for that.
 //! persister.flush_now(Duration::from_secs(5))?;
 //! let errors = store.query_logs(&LogQuery { workflow_id: Some("etl".into()), ..LogQuery::default() })?;
 //! assert_eq!(errors[0].payload, "connection refused");
@@ -60,7 +60,7 @@
 //! assert_eq!(recent[0].status, RunStatus::Completed);
 //! # Ok::<(), cdktr_store::Error>(())
 //! ```
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 mod error;
 pub mod persister;
@@ -72,4 +72,4 @@ pub use error::{Error, Result};
 pub use persister::{Persister, PersisterConfig, PersisterStats};
 pub use query::{Cursor, LevelFilter, LogPage, LogQuery, Order};
 pub use status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
-pub use store::{Location, Store, SCHEMA_VERSION};
+pub use store::{Location, MemoryLimit, Store, SCHEMA_VERSION};

@@ -1,11 +1,11 @@
 //! Batches the log stream into DuckDB.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use cdktr_log::stats::StatsCell;
 pub use cdktr_log::wire::Watermark;
 use cdktr_log::Envelope;
 use crossbeam_channel::{bounded, never, select, Receiver, Sender};
@@ -59,21 +59,19 @@ impl PersisterConfig {
     /// [`Error::InvalidEnv`] unless the variable is a whole number of
     /// milliseconds from 1 up.
     pub fn from_env() -> Result<PersisterConfig> {
-        let mut c = PersisterConfig::default();
-        if let Some(v) = std::env::var_os(ENV_FLUSH_INTERVAL_MS) {
-            let value = v.to_string_lossy().into_owned();
-            c.flush_interval = match value.trim().parse::<u64>() {
-                Ok(ms) if ms > 0 => Duration::from_millis(ms),
-                _ => {
-                    return Err(Error::InvalidEnv {
-                        var: ENV_FLUSH_INTERVAL_MS,
-                        value,
-                        reason: "expected a whole number of milliseconds, at least 1",
-                    })
-                }
-            };
-        }
-        Ok(c)
+        Self::from_lookup(cdktr_log::config::process_env)
+    }
+
+    /// As [`from_env`](Self::from_env), reading variables through `get`.
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<PersisterConfig> {
+        let d = PersisterConfig::default();
+        Ok(PersisterConfig {
+            flush_interval: cdktr_log::config::env(ENV_FLUSH_INTERVAL_MS, &get)?.unwrap_or(d.flush_interval),
+            ..d
+        })
     }
 }
 
@@ -112,10 +110,11 @@ pub struct PersisterStats {
 /// is idempotent.
 ///
 /// [`shutdown`](Self::shutdown), and drop, write everything pending.
+#[must_use = "dropping the persister shuts it down"]
 pub struct Persister {
     input: Sender<Envelope>,
     ctrl: Sender<Ctrl>,
-    counters: Arc<Counters>,
+    counters: Arc<StatsCell<PersisterStats>>,
     written: Marks,
     worker: Option<JoinHandle<Result<()>>>,
 }
@@ -129,20 +128,9 @@ const SHARE_EVERY: Duration = Duration::from_millis(5);
 enum Ctrl {
     Flush(Sender<Result<()>>),
     Shutdown,
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     FailWrites(u32),
     FlushSoon,
-}
-
-#[derive(Default)]
-struct Counters {
-    persisted: AtomicU64,
-    failed_flushes: AtomicU64,
-    pending: AtomicU64,
-    duplicates: AtomicU64,
-    gaps: AtomicU64,
-    shed: AtomicU64,
-    batches: AtomicU64,
-    last_flush_ns: AtomicU64,
 }
 
 impl Persister {
@@ -172,7 +160,7 @@ impl Persister {
         let written = Arc::new(Mutex::new(shared));
         let (input, rx) = bounded(config.channel_capacity.max(1));
         let (ctrl, ctrl_rx) = bounded(16);
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(StatsCell::default());
         let worker = Worker {
             conn,
             rx,
@@ -214,10 +202,12 @@ impl Persister {
     /// [`Error::FlushTimeout`]; [`Error::Closed`].
     pub fn flush_now(&self, timeout: Duration) -> Result<()> {
         let (tx, rx) = bounded(1);
-        self.ctrl
-            .send_timeout(Ctrl::Flush(tx), timeout)
-            .map_err(|_| Error::Closed)?;
-        match rx.recv_timeout(timeout) {
+        let start = Instant::now();
+        self.ctrl.send_timeout(Ctrl::Flush(tx), timeout).map_err(|e| match e {
+            crossbeam_channel::SendTimeoutError::Timeout(_) => Error::FlushTimeout(timeout),
+            crossbeam_channel::SendTimeoutError::Disconnected(_) => Error::Closed,
+        })?;
+        match rx.recv_timeout(timeout.saturating_sub(start.elapsed())) {
             Ok(r) => r,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::FlushTimeout(timeout)),
             Err(_) => Err(Error::Closed),
@@ -242,22 +232,12 @@ impl Persister {
 
     /// The counters as of now.
     pub fn stats(&self) -> PersisterStats {
-        let c = &self.counters;
-        PersisterStats {
-            persisted: c.persisted.load(Relaxed),
-            failed_flushes: c.failed_flushes.load(Relaxed),
-            pending: c.pending.load(Relaxed),
-            duplicates: c.duplicates.load(Relaxed),
-            gaps: c.gaps.load(Relaxed),
-            shed: c.shed.load(Relaxed),
-            batches: c.batches.load(Relaxed),
-            last_flush: Duration::from_nanos(c.last_flush_ns.load(Relaxed)),
-        }
+        self.counters.snapshot()
     }
 
     /// Makes the next `n` writes fail as if the database had refused them.
-    /// For tests of the retry path.
-    #[doc(hidden)]
+    /// For tests of the retry path (the `testing` feature).
+    #[cfg(feature = "testing")]
     pub fn fail_next_writes(&self, n: u32) {
         let _ = self.ctrl.send(Ctrl::FailWrites(n));
     }
@@ -325,7 +305,7 @@ struct Worker {
     marks: HashMap<String, u64>,
     pending: Vec<Envelope>,
     stats: PersisterStats,
-    counters: Arc<Counters>,
+    counters: Arc<StatsCell<PersisterStats>>,
     written: Marks,
     shared_at: Instant,
     /// Accepted marks moved since they were last shared.
@@ -534,16 +514,9 @@ impl Worker {
         }
     }
 
-    fn publish_stats(&self) {
-        let c = &self.counters;
-        c.persisted.store(self.stats.persisted, Relaxed);
-        c.failed_flushes.store(self.stats.failed_flushes, Relaxed);
-        c.pending.store(self.pending.len() as u64, Relaxed);
-        c.duplicates.store(self.stats.duplicates, Relaxed);
-        c.gaps.store(self.stats.gaps, Relaxed);
-        c.shed.store(self.stats.shed, Relaxed);
-        c.batches.store(self.stats.batches, Relaxed);
-        c.last_flush_ns.store(self.stats.last_flush.as_nanos() as u64, Relaxed);
+    fn publish_stats(&mut self) {
+        self.stats.pending = self.pending.len() as u64;
+        self.counters.publish(&self.stats);
     }
 }
 
@@ -577,4 +550,12 @@ fn write_batch(conn: &mut Connection, batch: &[Envelope], marks: &HashMap<&str, 
         app.flush()?;
     }
     tx.commit()
+}
+
+impl std::fmt::Debug for Persister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persister")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
 }

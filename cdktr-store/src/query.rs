@@ -15,10 +15,7 @@ use crate::store::{chrono_now_ms, Store};
 /// rows stop once the text of those before them reaches it (the first row
 /// always comes).
 fn compile(q: &LogQuery, now_ms: i64, max_bytes: Option<usize>) -> Result<(String, Vec<Value>)> {
-    let (start, end, limit) = q.resolve(now_ms).map_err(|e| match e {
-        cdktr_log::Error::InvalidQuery(m) => Error::InvalidQuery(m),
-        other => Error::InvalidQuery(other.to_string()),
-    })?;
+    let (start, end, limit) = q.resolve(now_ms)?;
     let (filters, mut params) = where_clause(q, start, end)?;
     let mut sql = format!(
         "SELECT workflow_id, workflow_name, workflow_instance_id, task_name, task_instance_id, \

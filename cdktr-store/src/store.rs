@@ -5,6 +5,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use duckdb::Connection;
 
+use cdktr_log::config::Setting;
+
 use crate::error::{Error, Result};
 
 /// The newest schema version this build writes and reads.
@@ -43,6 +45,35 @@ const MIGRATIONS: &[(i64, &str)] = &[(
          timestamp_ms BIGINT  NOT NULL
      );",
 )];
+
+/// A size DuckDB takes as its memory limit, e.g. `128MB` or `1GiB`;
+/// checked, so nothing but a size reaches the SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryLimit(pub String);
+
+impl Setting for MemoryLimit {
+    fn parse_setting(raw: &str) -> std::result::Result<Self, &'static str> {
+        let digits = raw
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(raw.len());
+        let (n, unit) = raw.split_at(digits);
+        let units = ["B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB"];
+        if n.is_empty() || n.parse::<f64>().is_err() || !units.contains(&unit.trim()) {
+            return Err("expected a size such as 128MB or 1GiB");
+        }
+        Ok(MemoryLimit(format!("{n}{}", unit.trim())))
+    }
+}
+
+/// `:memory:` or a file path, as `CDKTR_DB_PATH` and `--db` take it.
+impl Setting for Location {
+    fn parse_setting(raw: &str) -> std::result::Result<Self, &'static str> {
+        Ok(match raw {
+            ":memory:" => Location::Memory,
+            path => Location::File(path.into()),
+        })
+    }
+}
 
 /// Where a store keeps its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,17 +175,10 @@ impl Store {
     /// [`Error::InvalidQuery`] for a size DuckDB would not take (checked
     /// here, so nothing but a size reaches the SQL); [`Error::Db`].
     pub fn set_memory_limit(&self, limit: &str) -> Result<()> {
-        let t = limit.trim();
-        let digits = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-        let (n, unit) = t.split_at(digits);
-        let units = ["B", "KB", "MB", "GB", "TB", "KiB", "MiB", "GiB", "TiB"];
-        if n.is_empty() || n.parse::<f64>().is_err() || !units.contains(&unit.trim()) {
-            return Err(Error::InvalidQuery(format!(
-                "memory limit {limit:?}: expected a size such as 128MB or 1GiB"
-            )));
-        }
+        let size = MemoryLimit::parse_setting(limit.trim())
+            .map_err(|why| Error::InvalidQuery(format!("memory limit {limit:?}: {why}")))?;
         self.conn()
-            .execute_batch(&format!("SET memory_limit = '{n}{}'", unit.trim()))
+            .execute_batch(&format!("SET memory_limit = '{}'", size.0))
             .map_err(Error::db("setting the memory limit"))
     }
 
@@ -232,4 +256,12 @@ fn current_version(conn: &Connection) -> Result<i64> {
 
 pub(crate) fn chrono_now_ms() -> i64 {
     cdktr_log::message::now_ms()
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
 }

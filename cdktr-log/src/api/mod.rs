@@ -1,4 +1,5 @@
-//! The principal's request/reply API: the protocol and a client.
+//! The principal's request/reply API: the protocol, and (with the
+//! `sockets` feature) a client.
 //!
 //! One request, one reply, each a single MessagePack map (`docs/api.md`
 //! specifies the bytes for callers in other languages). Requests name their
@@ -18,16 +19,24 @@
 //! # Ok::<(), cdktr_log::Error>(())
 //! ```
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ApiConfig;
+pub use crate::error::ErrorKind;
 use crate::error::{Error, Result};
 use crate::query::{LogPage, LogQuery};
 use crate::status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
-use crate::wire::Watermark;
+
+mod check;
+#[cfg(feature = "sockets")]
+mod client;
+#[cfg(feature = "sockets")]
+mod poller;
+#[cfg(feature = "sockets")]
+pub use client::{ApiClient, Pages};
+#[cfg(feature = "sockets")]
+pub use poller::{LazyClient, Poller};
 
 /// The protocol version a principal reports in [`Response::Pong`].
 pub const API_VERSION: u32 = 1;
@@ -164,60 +173,18 @@ impl Request {
 
     /// Reads a request, saying precisely what is wrong with a bad one: the
     /// error is the kind and message of the [`Response::Error`] to send back.
+    /// It accepts exactly what `docs/api.md` says: one map with `str` keys
+    /// and nothing after it, strings as `str` (never `bin`), maps where the
+    /// documents say map.
     pub fn from_bytes(bytes: &[u8]) -> std::result::Result<Request, (ErrorKind, String)> {
-        #[derive(Deserialize)]
-        struct Op {
-            op: String,
-        }
-        let op = match rmp_serde::from_slice::<Op>(bytes) {
-            Ok(o) => o.op,
-            Err(e) => {
-                return Err((
-                    ErrorKind::Malformed,
-                    format!("expected a MessagePack map with an \"op\" string: {e}"),
-                ))
-            }
-        };
-        if !Request::OPS.contains(&op.as_str()) {
+        let op = check::request_op(bytes).map_err(|r| (r.kind, r.message))?;
+        if !Request::OPS.contains(&op) {
             return Err((
                 ErrorKind::UnknownOp,
                 format!("unknown op {op:?}; known: {}", Request::OPS.join(", ")),
             ));
         }
         rmp_serde::from_slice(bytes).map_err(|e| (ErrorKind::Invalid, format!("{op}: {e}")))
-    }
-}
-
-/// Why the principal refused a request. On the wire: the snake_case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// Not one MessagePack map with an `"op"` string.
-    Malformed,
-    /// An `"op"` this principal does not know.
-    UnknownOp,
-    /// A known op with missing, unknown or ill-typed fields, or a query
-    /// that cannot be answered as stated.
-    Invalid,
-    /// Too many requests are waiting; retry later.
-    Busy,
-    /// The database failed; the request may succeed if retried.
-    Database,
-    /// The principal is shutting down.
-    ShuttingDown,
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ErrorKind::Malformed => "malformed",
-            ErrorKind::UnknownOp => "unknown_op",
-            ErrorKind::Invalid => "invalid",
-            ErrorKind::Busy => "busy",
-            ErrorKind::Database => "database",
-            ErrorKind::ShuttingDown => "shutting_down",
-        })
     }
 }
 
@@ -339,208 +306,6 @@ impl Response {
     }
 }
 
-/// A connection to the principal's API. Each call waits at most the
-/// timeout; a principal that is down is an [`Error::Timeout`], never a hang,
-/// and the client stays usable for the next call.
-pub struct ApiClient {
-    socket: zmq::Socket,
-    endpoint: String,
-    timeout: Duration,
-    // The socket must be dropped before its context.
-    _context: zmq::Context,
-}
-
-impl ApiClient {
-    /// Connects to `config`'s endpoint (lazily: nothing is sent yet) with
-    /// [`DEFAULT_TIMEOUT`].
-    ///
-    /// # Errors
-    /// [`Error::Connect`] for a malformed host; [`Error::Zmq`].
-    pub fn connect(config: &ApiConfig) -> Result<ApiClient> {
-        let context = zmq::Context::new();
-        let socket = context.socket(zmq::REQ).map_err(Error::zmq("create the API socket"))?;
-        // A timed-out request must not wedge the REQ state machine: relaxed
-        // lets the next request go out, correlate drops the late reply.
-        socket
-            .set_req_relaxed(true)
-            .map_err(Error::zmq("configure the API socket"))?;
-        socket
-            .set_req_correlate(true)
-            .map_err(Error::zmq("configure the API socket"))?;
-        socket.set_linger(0).map_err(Error::zmq("configure the API socket"))?;
-        let endpoint = config.endpoint();
-        socket.connect(&endpoint).map_err(|source| Error::Connect {
-            endpoint: endpoint.clone(),
-            source,
-        })?;
-        Ok(ApiClient {
-            socket,
-            endpoint,
-            timeout: DEFAULT_TIMEOUT,
-            _context: context,
-        })
-    }
-
-    /// How long each call waits for its reply.
-    pub fn with_timeout(mut self, timeout: Duration) -> ApiClient {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sends a request and waits for its reply, whatever it is (an error
-    /// reply is returned as [`Response::Error`]).
-    ///
-    /// # Errors
-    /// [`Error::Timeout`]; [`Error::Reply`] for undecodable bytes;
-    /// [`Error::Zmq`].
-    pub fn call(&mut self, request: &Request) -> Result<Response> {
-        let timeout_ms = self.timeout.as_millis().min(i32::MAX as u128) as i32;
-        self.socket
-            .set_sndtimeo(timeout_ms)
-            .and_then(|()| self.socket.set_rcvtimeo(timeout_ms))
-            .map_err(Error::zmq("configure the API socket"))?;
-        let timeout = || Error::Timeout {
-            endpoint: self.endpoint.clone(),
-            after: self.timeout,
-        };
-        match self.socket.send(request.to_bytes(), 0) {
-            Ok(()) => {}
-            Err(zmq::Error::EAGAIN) => return Err(timeout()),
-            Err(e) => {
-                return Err(Error::Zmq {
-                    op: "send a request",
-                    source: e,
-                })
-            }
-        }
-        match self.socket.recv_bytes(0) {
-            Ok(bytes) => Response::from_bytes(&bytes),
-            Err(zmq::Error::EAGAIN) => Err(timeout()),
-            Err(e) => Err(Error::Zmq {
-                op: "receive a reply",
-                source: e,
-            }),
-        }
-    }
-
-    fn expect<T>(&mut self, request: &Request, pick: impl FnOnce(Response) -> Option<T>) -> Result<T> {
-        match self.call(request)? {
-            Response::Error { kind, message } => Err(Error::Api { kind, message }),
-            other => {
-                let name = format!("{other:?}");
-                pick(other).ok_or_else(|| Error::Reply(format!("{} answered with {name:.60}", request.op())))
-            }
-        }
-    }
-
-    /// The principal's API version and crate version.
-    ///
-    /// # Errors
-    /// As [`call`](Self::call); [`Error::Api`] for an error reply.
-    pub fn ping(&mut self) -> Result<(u32, String)> {
-        self.expect(&Request::Ping {}, |r| match r {
-            Response::Pong { api, version } => Some((api, version)),
-            _ => None,
-        })
-    }
-
-    /// One page of stored logs (see [`Request::QueryLogs`]).
-    ///
-    /// # Errors
-    /// As [`call`](Self::call); [`Error::Api`] for an invalid query.
-    pub fn query_logs(&mut self, query: &LogQuery) -> Result<LogPage> {
-        let request = Request::QueryLogs { query: query.clone() };
-        self.expect(&request, |r| match r {
-            Response::Logs(page) => Some(page),
-            _ => None,
-        })
-    }
-
-    /// How many stored lines `query` matches.
-    ///
-    /// # Errors
-    /// As [`call`](Self::call); [`Error::Api`] for an invalid query.
-    pub fn count_logs(&mut self, query: &LogQuery) -> Result<u64> {
-        let request = Request::CountLogs { query: query.clone() };
-        self.expect(&request, |r| match r {
-            Response::Count { count } => Some(count),
-            _ => None,
-        })
-    }
-
-    /// The most recently active workflow instances.
-    ///
-    /// # Errors
-    /// As [`call`](Self::call); [`Error::Api`].
-    pub fn recent_workflows(&mut self, filter: &RecentWorkflows) -> Result<Vec<WorkflowRun>> {
-        self.expect(&Request::GetRecentWorkflowStatuses(filter.clone()), |r| match r {
-            Response::Workflows { runs } => Some(runs),
-            _ => None,
-        })
-    }
-
-    /// One instance's status changes, its tasks' included.
-    ///
-    /// # Errors
-    /// As [`call`](Self::call); [`Error::Api`].
-    pub fn timeline(&mut self, workflow_instance_id: &str) -> Result<Vec<StatusChange>> {
-        let request = Request::GetWorkflowTimeline {
-            workflow_instance_id: workflow_instance_id.into(),
-        };
-        self.expect(&request, |r| match r {
-            Response::Timeline { changes } => Some(changes),
-            _ => None,
-        })
-    }
-
-    /// Sends a status update or heartbeat and waits until it is recorded.
-    ///
-    /// # Errors
-    /// As [`call`](Self::call); [`Error::Api`].
-    pub fn send(&mut self, update: &Request) -> Result<()> {
-        self.expect(update, |r| matches!(r, Response::Accepted).then_some(()))
-    }
-
-    /// How far a publisher's stream has come (zeros for one never seen).
-    /// With `flush`, the principal also writes what it holds of it now.
-    ///
-    /// # Errors
-    /// As [`call`](Self::call); [`Error::Api`].
-    pub fn watermark(&mut self, publisher_id: &str) -> Result<Watermark> {
-        self.watermark_flushing(publisher_id, false)
-    }
-
-    /// As [`watermark`](Self::watermark), asking the principal to write
-    /// what it holds of this publisher now when `flush` is set.
-    ///
-    /// # Errors
-    /// As [`call`](Self::call); [`Error::Api`].
-    pub fn watermark_flushing(&mut self, publisher_id: &str, flush: bool) -> Result<Watermark> {
-        let request = Request::GetPublisherWatermark {
-            publisher_id: publisher_id.into(),
-            flush,
-        };
-        self.expect(&request, |r| match r {
-            Response::Watermark { seq, accepted, .. } => Some(Watermark {
-                persisted: seq,
-                accepted,
-            }),
-            _ => None,
-        })
-    }
-
-    /// Every counter of the principal.
-    ///
-    /// # Errors
-    /// As [`call`](Self::call); [`Error::Api`].
-    pub fn stats(&mut self) -> Result<PrincipalStats> {
-        self.expect(&Request::Stats {}, |r| match r {
-            Response::Stats(s) => Some(s),
-            _ => None,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,6 +407,45 @@ mod tests {
             ErrorKind::Invalid
         );
         assert_eq!(kind(&bytes(json!({"op": "Ping", "extra": 1}))), ErrorKind::Invalid);
+    }
+
+    #[test]
+    fn requests_are_read_exactly_as_the_documents_type_them() {
+        let refused = |b: &[u8]| Request::from_bytes(b).unwrap_err();
+        let ping = bytes(json!({"op": "Ping"}));
+        // An array is not read as a map, whatever serde would do.
+        assert_eq!(refused(&bytes(json!(["Ping"]))).0, ErrorKind::Malformed);
+        let q = bytes(json!({"op": "QueryLogs", "query": [null, null, "etl"]}));
+        let (kind, message) = refused(&q);
+        assert_eq!(kind, ErrorKind::Invalid);
+        assert!(message.contains("`query` is an array"), "{message}");
+        // `bin` is not a string.
+        let mut bin_op = vec![0x81, 0xa2, b'o', b'p', 0xc4, 4];
+        bin_op.extend_from_slice(b"Ping");
+        assert_eq!(refused(&bin_op).0, ErrorKind::Malformed);
+        let mut bin_field = vec![0x82, 0xa2, b'o', b'p', 0xb3];
+        bin_field.extend_from_slice(b"GetWorkflowTimeline");
+        bin_field.extend_from_slice(&[0xb4]);
+        bin_field.extend_from_slice(b"workflow_instance_id");
+        bin_field.extend_from_slice(&[0xc4, 1, b'i']);
+        let (kind, message) = refused(&bin_field);
+        assert_eq!(kind, ErrorKind::Invalid);
+        assert!(message.contains("`workflow_instance_id` is bin"), "{message}");
+        // Nothing after the map.
+        let mut trailing = ping.clone();
+        trailing.push(0x00);
+        assert_eq!(refused(&trailing).0, ErrorKind::Malformed);
+        // An integer key is explained, not serde's "field index".
+        let int_key = [0x82, 0xa2, b'o', b'p', 0xa4, b'P', b'i', b'n', b'g', 0x01, 0x02];
+        let (kind, message) = refused(&int_key);
+        assert_eq!(kind, ErrorKind::Malformed);
+        assert!(message.contains("a key is an integer"), "{message}");
+        // A truncated request says so.
+        assert_eq!(refused(&ping[..ping.len() - 1]).0, ErrorKind::Malformed);
+        // The documented arrays are read.
+        assert!(Request::from_bytes(&bytes(json!({"op": "Heartbeat", "agent_id": "a", "running": ["x"]}))).is_ok());
+        let any_of = json!({"op": "CountLogs", "query": {"levels": {"any_of": ["INFO", "WARN"]}}});
+        assert!(Request::from_bytes(&bytes(any_of)).is_ok());
     }
 
     #[test]

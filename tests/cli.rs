@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use cdktr_log::{BusConfig, Level, LogManager, LogMessage, LogPublisher};
 
-mod common;
-
 fn any_ports() -> BusConfig {
     BusConfig {
         host: "127.0.0.1".into(),
@@ -98,7 +96,7 @@ fn tail_follows_one_workflow_at_a_level_as_json() {
 
 #[test]
 fn tail_without_a_principal_fails_fast_with_one_line() {
-    let free = common::free_port();
+    let free = cdktr_log::testing::free_port();
     let bus = BusConfig {
         host: "127.0.0.1".into(),
         listening_port: free,
@@ -115,4 +113,77 @@ fn tail_without_a_principal_fails_fast_with_one_line() {
     let out = cli(&bus).args(["tail", "--level", "loud"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown log level"));
+}
+
+/// `s` without ANSI escape sequences.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn colour_only_styles_and_follows_the_color_flag_and_no_color() {
+    let principal = cdktr_principal::testing::local_principal()
+        .database(cdktr_store::Location::Memory)
+        .start()
+        .unwrap();
+    let mut api = cdktr_log::ApiClient::connect(&principal.api_config()).unwrap();
+    api.record_workflow_status("etl", "etl-1", cdktr_log::RunStatus::Failed, None)
+        .unwrap();
+    let publisher = LogPublisher::builder(principal.bus().config())
+        .acknowledged_by(&principal.api_config())
+        .spool_dir(tempfile::tempdir().unwrap().path())
+        .start()
+        .unwrap();
+    for level in [Level::Warn, Level::Info, Level::Error] {
+        publisher.publish(line("etl", level, "row 7")).unwrap();
+    }
+    publisher.wait_persisted(Duration::from_secs(60)).unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cdktr-logs"));
+        c.args(args)
+            .env("CDKTR_PRINCIPAL_PORT", principal.api_config().port.to_string())
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR_FORCE");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for what in [&["query", "--since", "3000d"][..], &["status"]] {
+        let always = run(&[what, &["--color", "always"]].concat(), &[]);
+        let never = run(&[what, &["--color", "never"]].concat(), &[]);
+        let piped = run(what, &[]);
+        let no_color = run(what, &[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")]);
+        assert!(always.contains('\x1b'), "{what:?}: {always:?}");
+        for plain in [&never, &piped, &no_color] {
+            assert!(!plain.contains('\x1b'), "{what:?}: {plain:?}");
+        }
+        // Colour changes nothing else: not the text, not the padding.
+        assert_eq!(strip_ansi(&always), never, "{what:?}");
+    }
+    let always = run(&["query", "--since", "3000d", "--color", "always"], &[]);
+    // The level is styled, its padding is not.
+    assert!(always.contains("WARN\x1b[0m "), "{always:?}");
+    assert!(always.contains("INFO\x1b[0m "), "{always:?}");
+    publisher.shutdown().unwrap();
+    principal.shutdown().unwrap();
 }

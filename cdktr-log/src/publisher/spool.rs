@@ -20,6 +20,19 @@ pub(crate) struct Pending {
     pub split: usize,
 }
 
+impl Pending {
+    pub fn new(seq: u64, topic: &[u8], body: &[u8]) -> Pending {
+        let mut frames = Vec::with_capacity(topic.len() + body.len());
+        frames.extend_from_slice(topic);
+        frames.extend_from_slice(body);
+        Pending {
+            seq,
+            frames,
+            split: topic.len(),
+        }
+    }
+}
+
 /// Records larger than this are taken as corruption.
 const MAX_RECORD: u32 = 64 << 20;
 /// A new segment is started past this size, so that read segments can be

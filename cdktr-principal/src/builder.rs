@@ -1,0 +1,227 @@
+//! [`PrincipalBuilder`]: the principal's settings, from code or from the
+//! environment, and starting it.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cdktr_log::config::{env, process_env, Lookup};
+use cdktr_log::{ApiConfig, BusConfig, LogManager};
+use cdktr_store::persister::ENV_FLUSH_INTERVAL_MS;
+use cdktr_store::{Location, MemoryLimit, Persister, PersisterConfig, Store};
+
+use crate::{
+    default_db_path, server, Error, Principal, Result, DEFAULT_FILE_MEMORY_LIMIT, DEFAULT_HEARTBEAT_TIMEOUT,
+    ENV_DB_MEMORY_LIMIT, ENV_DB_PATH, ENV_DB_THREADS, ENV_HEARTBEAT_TIMEOUT_MS,
+};
+
+/// Configures a [`Principal`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `start`"]
+pub struct PrincipalBuilder {
+    bus: BusConfig,
+    api: ApiConfig,
+    database: Location,
+    persister: PersisterConfig,
+    heartbeat_timeout: Duration,
+    query_workers: usize,
+    #[cfg(feature = "testing")]
+    query_delay: Duration,
+    db_memory_limit: Option<String>,
+    db_threads: Option<u32>,
+}
+
+impl PrincipalBuilder {
+    pub(crate) fn new() -> PrincipalBuilder {
+        PrincipalBuilder {
+            bus: BusConfig::default(),
+            api: ApiConfig::default(),
+            database: Location::File(default_db_path()),
+            persister: PersisterConfig::default(),
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            query_workers: 2,
+            #[cfg(feature = "testing")]
+            query_delay: Duration::ZERO,
+            db_memory_limit: None,
+            db_threads: None,
+        }
+    }
+
+    /// The defaults with the environment applied: the principal's address
+    /// and ports (`CDKTR_PRINCIPAL_HOST`, `CDKTR_PRINCIPAL_PORT`,
+    /// `CDKTR_LOGS_LISTENING_PORT`, `CDKTR_LOGS_PUBLISHING_PORT`), the
+    /// database (`CDKTR_DB_PATH`, `CDKTR_DB_MEMORY_LIMIT`,
+    /// `CDKTR_DB_THREADS`), `CDKTR_LOG_FLUSH_INTERVAL_MS` and
+    /// `CDKTR_AGENT_HEARTBEAT_TIMEOUT_MS`. The binary reads them this way
+    /// too, then applies its flags.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEnv`] naming the first variable that cannot be used.
+    pub fn from_env() -> Result<PrincipalBuilder> {
+        Self::from_lookup(process_env)
+    }
+
+    /// As [`from_env`](Self::from_env), reading variables through `get`.
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<PrincipalBuilder> {
+        let get: Lookup<'_> = &get;
+        let mut b = PrincipalBuilder::new()
+            .bus(BusConfig::from_lookup(get).map_err(Error::setting)?)
+            .api(ApiConfig::from_lookup(get).map_err(Error::setting)?);
+        if let Some(location) = env(ENV_DB_PATH, get).map_err(Error::setting)? {
+            b.database = location;
+        }
+        if let Some(MemoryLimit(limit)) = env(ENV_DB_MEMORY_LIMIT, get).map_err(Error::setting)? {
+            b.db_memory_limit = Some(limit);
+        }
+        if let Some(n) = env::<NonZeroU32>(ENV_DB_THREADS, get).map_err(Error::setting)? {
+            b.db_threads = Some(n.get());
+        }
+        if let Some(interval) = env(ENV_FLUSH_INTERVAL_MS, get).map_err(Error::setting)? {
+            b.persister.flush_interval = interval;
+        }
+        if let Some(timeout) = env(ENV_HEARTBEAT_TIMEOUT_MS, get).map_err(Error::setting)? {
+            b.heartbeat_timeout = timeout;
+        }
+        Ok(b)
+    }
+
+    /// The host the bus and the API bind.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.bus.host = host.into();
+        self.api.host.clone_from(&self.bus.host);
+        self
+    }
+
+    /// The API's port (0: any free port).
+    pub fn api_port(mut self, port: u16) -> Self {
+        self.api.port = port;
+        self
+    }
+
+    /// The port agents push logs to (0: any free port).
+    pub fn listening_port(mut self, port: u16) -> Self {
+        self.bus.listening_port = port;
+        self
+    }
+
+    /// The port subscribers read the live stream from (0: any free port).
+    pub fn publishing_port(mut self, port: u16) -> Self {
+        self.bus.publishing_port = port;
+        self
+    }
+
+    /// Where the bus binds (default: `BusConfig::default()`).
+    pub fn bus(mut self, bus: BusConfig) -> Self {
+        self.bus = bus;
+        self
+    }
+
+    /// Where the API binds (default: `ApiConfig::default()`, port 5561).
+    pub fn api(mut self, api: ApiConfig) -> Self {
+        self.api = api;
+        self
+    }
+
+    /// How long an agent may stay silent before its unfinished workflow
+    /// instances are marked CRASHED (default 30 s).
+    pub fn heartbeat_timeout(mut self, timeout: Duration) -> Self {
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// Threads answering queries, each with its own database connection
+    /// (default 2). Status updates never wait for them.
+    pub fn query_workers(mut self, n: usize) -> Self {
+        self.query_workers = n.max(1);
+        self
+    }
+
+    /// Makes every query wait this long first. For tests showing that a
+    /// slow query does not hold up status updates (the `testing` feature).
+    #[cfg(feature = "testing")]
+    pub fn query_delay(mut self, delay: Duration) -> Self {
+        self.query_delay = delay;
+        self
+    }
+
+    /// Caps DuckDB's buffer memory, e.g. `1GB` (default:
+    /// [`DEFAULT_FILE_MEMORY_LIMIT`] for a file, DuckDB's own, 80% of RAM,
+    /// in memory). A file database writes blocks out past it; an in-memory
+    /// one fails writes.
+    pub fn db_memory_limit(mut self, limit: impl Into<String>) -> Self {
+        self.db_memory_limit = Some(limit.into());
+        self
+    }
+
+    /// DuckDB's thread count (default: DuckDB's, one per core).
+    pub fn db_threads(mut self, threads: u32) -> Self {
+        self.db_threads = Some(threads);
+        self
+    }
+
+    /// Where the database lives (default: [`default_db_path`]).
+    pub fn database(mut self, location: Location) -> Self {
+        self.database = location;
+        self
+    }
+
+    /// How the persister batches.
+    pub fn persister(mut self, config: PersisterConfig) -> Self {
+        self.persister = config;
+        self
+    }
+
+    /// The flush interval of the persister.
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.persister.flush_interval = interval;
+        self
+    }
+
+    /// Opens the database, starts the persister, the log manager, then the
+    /// API server.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the database cannot be opened;
+    /// [`Error::Bus`] if a port is in use.
+    pub fn start(self) -> Result<Principal> {
+        let store = Store::open_location(&self.database)?;
+        let file = matches!(self.database, Location::File(_));
+        if let Some(limit) = self
+            .db_memory_limit
+            .as_deref()
+            .or(file.then_some(DEFAULT_FILE_MEMORY_LIMIT))
+        {
+            store.set_memory_limit(limit)?;
+        }
+        if let Some(n) = self.db_threads {
+            store.set_threads(n)?;
+        }
+        let persister = Arc::new(Persister::start(&store, self.persister)?);
+        let manager = Arc::new(LogManager::builder(&self.bus).sink(persister.sender()).start()?);
+        let server = server::Server::start(server::Parts {
+            api: self.api.clone(),
+            store: store.try_clone()?,
+            manager: manager.clone(),
+            persister: persister.clone(),
+            heartbeat_timeout: self.heartbeat_timeout,
+            query_workers: self.query_workers,
+            #[cfg(feature = "testing")]
+            query_delay: self.query_delay,
+        })?;
+        let port = server.endpoint().rsplit(':').next().and_then(|p| p.parse().ok());
+        let api = ApiConfig {
+            port: port.unwrap_or(self.api.port),
+            ..self.api
+        };
+        Ok(Principal {
+            store,
+            persister,
+            manager,
+            server,
+            api,
+        })
+    }
+}

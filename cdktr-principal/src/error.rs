@@ -1,0 +1,61 @@
+//! What can stop the principal.
+
+/// What can stop the principal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The bus failed (a port in use, a bad variable).
+    #[error(transparent)]
+    Bus(#[from] cdktr_log::Error),
+    /// The store failed (a database that cannot be opened, a bad variable).
+    #[error(transparent)]
+    Store(#[from] cdktr_store::Error),
+    /// An environment variable holds a value that cannot be used.
+    #[error("invalid {var}={value:?}: {reason}")]
+    InvalidEnv {
+        /// The variable's name.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The API socket could not be bound, usually because the port is in
+    /// use.
+    #[error("cannot bind the API on {endpoint}: {source}")]
+    ApiBind {
+        /// The endpoint that was asked for.
+        endpoint: String,
+        /// What ZeroMQ said.
+        source: zmq::Error,
+    },
+    /// Any other ZeroMQ failure setting up the API server.
+    #[error("API server: zeromq failed to {op}: {source}")]
+    ApiSocket {
+        /// What was being done.
+        op: &'static str,
+        /// What ZeroMQ said.
+        source: zmq::Error,
+    },
+    /// An API server thread could not be started.
+    #[error("cannot start the {name} thread: {source}")]
+    Spawn {
+        /// Which thread.
+        name: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+}
+
+/// Result alias for the principal.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Settings errors keep their own variant whichever crate read them.
+    pub(crate) fn setting(e: cdktr_log::Error) -> Error {
+        match e {
+            cdktr_log::Error::InvalidEnv { var, value, reason } => Error::InvalidEnv { var, value, reason },
+            other => Error::Bus(other),
+        }
+    }
+}

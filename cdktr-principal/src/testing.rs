@@ -1,0 +1,13 @@
+//! Helpers for this workspace's tests; enabled by the `testing` feature,
+//! which only the tests turn on.
+
+pub use cdktr_log::testing::{any_ports, free_port, workspace_binary};
+
+/// A principal builder binding free ports on 127.0.0.1 (the handle says
+/// which).
+pub fn local_principal() -> crate::PrincipalBuilder {
+    crate::Principal::builder().bus(any_ports()).api(cdktr_log::ApiConfig {
+        host: "127.0.0.1".into(),
+        port: 0,
+    })
+}
