@@ -179,7 +179,7 @@ fn a_database_locked_by_another_process_is_a_typed_error() {
             "child exited early"
         );
     }
-    let err = Store::open(&path).err().expect("a locked file must not open");
+    let err = Store::open(&path).expect_err("a locked file must not open");
     assert!(matches!(&err, Error::Open { path: p, .. } if p == &path), "{err}");
     assert!(err.to_string().to_lowercase().contains("lock"), "{err}");
     drop(child.stdin.take());

@@ -324,7 +324,7 @@ impl Iterator for Pages<'_> {
             *n = n.saturating_sub(page.lines.len());
         }
         match &page.next {
-            Some(next) => self.query.after = Some(next.clone()),
+            Some(next) => self.query.after = Some(*next),
             None => self.done = true,
         }
         Some(Ok(page))

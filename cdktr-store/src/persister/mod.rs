@@ -1,0 +1,283 @@
+//! Batches the log stream into DuckDB.
+
+mod worker;
+
+use worker::Worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cdktr_log::stats::StatsCell;
+pub use cdktr_log::wire::Watermark;
+use cdktr_log::Envelope;
+use crossbeam_channel::{bounded, Sender};
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Env var overriding the flush interval, in milliseconds.
+pub const ENV_FLUSH_INTERVAL_MS: &str = "CDKTR_LOG_FLUSH_INTERVAL_MS";
+
+/// How a [`Persister`] batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersisterConfig {
+    /// Write whatever is pending at least this often (default 30 s). Failed
+    /// writes are retried at this pace too.
+    pub flush_interval: Duration,
+    /// Write as soon as this many messages are pending (default 20,000).
+    pub batch_size: usize,
+    /// Capacity of the input channel (default 50,000). A full channel makes
+    /// the log manager wait: that is the back-pressure.
+    pub channel_capacity: usize,
+    /// Most messages held unwritten (default 100,000). Past it, while
+    /// writes succeed, the persister stops taking input (back-pressure);
+    /// while they fail, it keeps taking input so that the bus keeps flowing
+    /// and sheds what it cannot hold: a replaying publisher re-sends it, a
+    /// message from any other publisher is lost and counted in
+    /// [`PersisterStats::shed`].
+    pub max_pending: usize,
+    /// How long [`Persister::shutdown`] keeps retrying a failing write
+    /// (default 10 s).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for PersisterConfig {
+    fn default() -> Self {
+        PersisterConfig {
+            flush_interval: Duration::from_secs(30),
+            batch_size: 20_000,
+            channel_capacity: 50_000,
+            max_pending: 100_000,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PersisterConfig {
+    /// The defaults, with `CDKTR_LOG_FLUSH_INTERVAL_MS` applied when set.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEnv`] unless the variable is a whole number of
+    /// milliseconds from 1 up.
+    pub fn from_env() -> Result<PersisterConfig> {
+        Self::from_lookup(cdktr_log::config::process_env)
+    }
+
+    /// As [`from_env`](Self::from_env), reading variables through `get`.
+    ///
+    /// # Errors
+    /// As [`from_env`](Self::from_env).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<PersisterConfig> {
+        let d = PersisterConfig::default();
+        Ok(PersisterConfig {
+            flush_interval: cdktr_log::config::env(ENV_FLUSH_INTERVAL_MS, &get)?.unwrap_or(d.flush_interval),
+            ..d
+        })
+    }
+}
+
+/// Counters of a persister, as of the moment they are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PersisterStats {
+    /// Rows written to `logstore`.
+    pub persisted: u64,
+    /// Writes that failed (their rows were kept and retried).
+    pub failed_flushes: u64,
+    /// Messages taken from the channel and not yet written.
+    pub pending: u64,
+    /// Messages dropped on arrival because their publisher's sequence
+    /// number was already accepted (re-sent messages).
+    pub duplicates: u64,
+    /// Messages of replaying publishers dropped because they followed a
+    /// gap; the publisher re-sends from the gap.
+    pub gaps: u64,
+    /// Messages dropped because writes were failing and `max_pending` were
+    /// held.
+    pub shed: u64,
+    /// Batches written.
+    pub batches: u64,
+    /// How long the last successful write took.
+    pub last_flush: Duration,
+}
+
+/// Writes the log stream into the `logstore` table, in batches.
+///
+/// A batch is written when it reaches [`PersisterConfig::batch_size`] or
+/// when the flush interval passes, whichever comes first, in one
+/// transaction together with each publisher's highest sequence number. A
+/// failed write keeps the batch and retries it on the next interval; it is
+/// never dropped. A message whose sequence number is at or below its
+/// publisher's mark is a re-send and is dropped on arrival, so re-sending
+/// is idempotent.
+///
+/// [`shutdown`](Self::shutdown), and drop, write everything pending.
+#[must_use = "dropping the persister shuts it down"]
+pub struct Persister {
+    input: Sender<Envelope>,
+    ctrl: Sender<Ctrl>,
+    counters: Arc<StatsCell<PersisterStats>>,
+    written: Marks,
+    worker: Option<JoinHandle<Result<()>>>,
+}
+
+/// Each publisher's marks, as the API reports them.
+type Marks = Arc<Mutex<HashMap<String, Watermark>>>;
+
+/// How often the accepted marks are shared with [`Persister::watermark`].
+const SHARE_EVERY: Duration = Duration::from_millis(5);
+
+enum Ctrl {
+    Flush(Sender<Result<()>>),
+    Shutdown,
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    FailWrites(u32),
+    FlushSoon,
+}
+
+impl Persister {
+    /// Starts a persister writing into `store`'s database through a
+    /// connection of its own. Give [`sender`](Self::sender) to the log
+    /// manager as its sink.
+    ///
+    /// # Errors
+    /// [`Error::Db`] if the connection or the publishers' marks cannot be
+    /// read; [`Error::Spawn`].
+    pub fn start(store: &Store, config: PersisterConfig) -> Result<Persister> {
+        let conn = store
+            .conn()
+            .try_clone()
+            .map_err(Error::db("opening the persister's connection"))?;
+        let marks = worker::load_marks(&conn)?;
+        let shared = marks
+            .iter()
+            .map(|(p, &seq)| {
+                let w = Watermark {
+                    persisted: seq,
+                    accepted: seq,
+                };
+                (p.clone(), w)
+            })
+            .collect();
+        let written = Arc::new(Mutex::new(shared));
+        let (input, rx) = bounded(config.channel_capacity.max(1));
+        let (ctrl, ctrl_rx) = bounded(16);
+        let counters = Arc::new(StatsCell::default());
+        let worker = Worker::new(conn, rx, ctrl_rx, config, marks, counters.clone(), written.clone());
+        let worker = std::thread::Builder::new()
+            .name("cdktr-persister".into())
+            .spawn(move || worker.run())
+            .map_err(Error::Spawn)?;
+        Ok(Persister {
+            input,
+            ctrl,
+            counters,
+            written,
+            worker: Some(worker),
+        })
+    }
+
+    /// The input channel: every message sent here is persisted.
+    pub fn sender(&self) -> Sender<Envelope> {
+        self.input.clone()
+    }
+
+    /// Takes everything already in the input channel and writes all that
+    /// is pending, now.
+    ///
+    /// # Errors
+    /// [`Error::Db`] if the write failed (the rows are kept and retried);
+    /// [`Error::FlushTimeout`]; [`Error::Closed`].
+    pub fn flush_now(&self, timeout: Duration) -> Result<()> {
+        let (tx, rx) = bounded(1);
+        let start = Instant::now();
+        self.ctrl.send_timeout(Ctrl::Flush(tx), timeout).map_err(|e| match e {
+            crossbeam_channel::SendTimeoutError::Timeout(_) => Error::FlushTimeout(timeout),
+            crossbeam_channel::SendTimeoutError::Disconnected(_) => Error::Closed,
+        })?;
+        match rx.recv_timeout(timeout.saturating_sub(start.elapsed())) {
+            Ok(r) => r,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::FlushTimeout(timeout)),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    /// How far `publisher_id`'s stream has come; zeros for a publisher
+    /// never seen. Answered from memory: `persisted` moves with each
+    /// committed batch (the same as [`Store::publisher_watermark`]),
+    /// `accepted` within a few milliseconds of arrival.
+    pub fn watermark(&self, publisher_id: &str) -> Watermark {
+        let marks = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        marks.get(publisher_id).copied().unwrap_or_default()
+    }
+
+    /// Asks for what is pending to be written at once rather than at the
+    /// next interval, without waiting for it (a failing database keeps its
+    /// retry pace).
+    pub fn flush_soon(&self) {
+        let _ = self.ctrl.try_send(Ctrl::FlushSoon);
+    }
+
+    /// The counters as of now.
+    pub fn stats(&self) -> PersisterStats {
+        self.counters.snapshot()
+    }
+
+    /// Makes the next `n` writes fail as if the database had refused them.
+    /// For tests of the retry path (the `testing` feature).
+    #[cfg(feature = "testing")]
+    pub fn fail_next_writes(&self, n: u32) {
+        let _ = self.ctrl.send(Ctrl::FailWrites(n));
+    }
+
+    /// Takes what is in the input channel, writes everything pending
+    /// (retrying a failing write up to the shutdown timeout) and stops.
+    ///
+    /// # Errors
+    /// [`Error::Unpersisted`] if rows could still not be written when the
+    /// timeout passed; [`Error::Closed`] if the thread had died.
+    pub fn shutdown(mut self) -> Result<PersisterStats> {
+        self.stop()?;
+        Ok(self.stats())
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        let Some(worker) = self.worker.take() else {
+            return Ok(());
+        };
+        let _ = self.ctrl.send(Ctrl::Shutdown);
+        worker.join().map_err(|_| Error::Closed)?
+    }
+}
+
+impl Drop for Persister {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            log::error!("persister: {e}");
+        }
+    }
+}
+
+impl Store {
+    /// The highest sequence number of `publisher_id` that is in the
+    /// database (written in the same transaction as its rows); 0 when none
+    /// is. Everything the publisher sent up to it is stored, gaps aside.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub fn publisher_watermark(&self, publisher_id: &str) -> Result<u64> {
+        self.conn()
+            .prepare_cached("SELECT coalesce(max(seq), 0)::UBIGINT FROM publisher_watermark WHERE publisher_id = ?")
+            .and_then(|mut s| s.query_row([publisher_id], |r| r.get::<_, u64>(0)))
+            .map_err(Error::db("reading a publisher watermark"))
+    }
+}
+
+impl std::fmt::Debug for Persister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persister")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}

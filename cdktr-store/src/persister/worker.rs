@@ -1,0 +1,308 @@
+//! The persister's thread: takes the stream off the channel, drops
+//! re-sends, and writes batches with each publisher's mark.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cdktr_log::stats::StatsCell;
+use cdktr_log::Envelope;
+use crossbeam_channel::{never, select, Receiver};
+use duckdb::{params, Connection};
+
+use super::{Ctrl, Marks, PersisterConfig, PersisterStats, Watermark, SHARE_EVERY};
+use crate::error::{Error, Result};
+use crate::store::chrono_now_ms;
+
+pub(super) fn load_marks(conn: &Connection) -> Result<HashMap<String, u64>> {
+    let read = || Error::db("reading publisher watermarks");
+    let mut stmt = conn
+        .prepare("SELECT publisher_id, max(seq) FROM publisher_watermark GROUP BY publisher_id")
+        .map_err(read())?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))
+        .map_err(read())?;
+    rows.collect::<duckdb::Result<HashMap<_, _>>>().map_err(read())
+}
+
+pub(super) struct Worker {
+    conn: Connection,
+    rx: Receiver<Envelope>,
+    ctrl: Receiver<Ctrl>,
+    config: PersisterConfig,
+    /// Highest sequence number accepted (pending or written) per publisher.
+    marks: HashMap<String, u64>,
+    pending: Vec<Envelope>,
+    stats: PersisterStats,
+    counters: Arc<StatsCell<PersisterStats>>,
+    written: Marks,
+    shared_at: Instant,
+    /// Accepted marks moved since they were last shared.
+    dirty: bool,
+    /// The last write failed: wait for the interval before the next.
+    failing: bool,
+    inject_failures: u32,
+}
+
+impl Worker {
+    pub fn new(
+        conn: Connection,
+        rx: Receiver<Envelope>,
+        ctrl: Receiver<Ctrl>,
+        config: PersisterConfig,
+        marks: HashMap<String, u64>,
+        counters: Arc<StatsCell<PersisterStats>>,
+        written: Marks,
+    ) -> Worker {
+        Worker {
+            conn,
+            rx,
+            ctrl,
+            config,
+            marks,
+            pending: Vec::new(),
+            stats: PersisterStats::default(),
+            counters,
+            written,
+            shared_at: Instant::now(),
+            dirty: false,
+            failing: false,
+            inject_failures: 0,
+        }
+    }
+
+    pub fn run(mut self) -> Result<()> {
+        let mut next_flush = Instant::now() + self.config.flush_interval;
+        let (rx, ctrl, stalled) = (self.rx.clone(), self.ctrl.clone(), never());
+        loop {
+            // Memory stays bounded while writes fail: stop taking input.
+            let input = if self.failing || self.pending.len() < self.config.max_pending {
+                &rx
+            } else {
+                &stalled
+            };
+            let mut timeout = next_flush.saturating_duration_since(Instant::now());
+            if self.dirty {
+                timeout = timeout.min(SHARE_EVERY);
+            }
+            select! {
+                recv(input) -> m => {
+                    if let Ok(env) = m {
+                        self.accept(env);
+                        // Take what else is waiting without a select each,
+                        // a batch at most, so that timers are still seen.
+                        for _ in 1..self.config.batch_size {
+                            // A full batch is written before more is taken
+                            // (while writes fail, input is shed instead).
+                            let full = self.config.batch_size.min(self.config.max_pending);
+                            if !self.failing && self.pending.len() >= full {
+                                break;
+                            }
+                            match rx.try_recv() {
+                                Ok(env) => self.accept(env),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                recv(ctrl) -> c => match c {
+                    Ok(Ctrl::Flush(reply)) => {
+                        self.take_waiting();
+                        let _ = reply.send(self.flush());
+                        next_flush = Instant::now() + self.config.flush_interval;
+                    }
+                    Ok(Ctrl::FailWrites(n)) => self.inject_failures = n,
+                    Ok(Ctrl::FlushSoon) => {
+                        if !self.failing {
+                            next_flush = Instant::now();
+                        }
+                    }
+                    Ok(Ctrl::Shutdown) | Err(_) => return self.finish(),
+                },
+                default(timeout) => {}
+            }
+            let due = Instant::now() >= next_flush;
+            if due || (!self.failing && self.pending.len() >= self.config.batch_size) {
+                if !self.pending.is_empty() {
+                    if let Err(e) = self.flush() {
+                        log::error!(
+                            "persister: write failed, {} row(s) kept for retry: {e}",
+                            self.pending.len()
+                        );
+                    }
+                }
+                next_flush = Instant::now() + self.config.flush_interval;
+            }
+            self.share_marks();
+            self.publish_stats();
+        }
+    }
+
+    fn accept(&mut self, env: Envelope) {
+        // One lookup on the hot path; a new publisher's entry is made only
+        // when its first line is taken.
+        let mark = self.marks.get_mut(env.publisher_id.as_str());
+        let last = mark.as_deref().copied().unwrap_or(0);
+        if env.seq <= last {
+            self.stats.duplicates += 1;
+        } else if env.replays && env.seq != last + 1 {
+            // Its publisher re-sends from the gap; taking this one now
+            // would make the gap's messages look like duplicates.
+            self.stats.gaps += 1;
+        } else if self.pending.len() >= self.config.max_pending {
+            // Only reached while writes fail (otherwise input stalls first).
+            self.stats.shed += 1;
+            if self.stats.shed.is_power_of_two() {
+                log::warn!(
+                    "persister: writes failing and {} lines held; {} shed so far (replaying publishers re-send them)",
+                    self.pending.len(),
+                    self.stats.shed
+                );
+            }
+        } else {
+            match mark {
+                Some(m) => *m = env.seq,
+                None => {
+                    self.marks.insert(env.publisher_id.clone(), env.seq);
+                }
+            }
+            self.pending.push(env);
+            self.dirty = true;
+        }
+    }
+
+    /// Shares the accepted marks with the API, at most every few ms.
+    fn share_marks(&mut self) {
+        if !self.dirty || self.shared_at.elapsed() < SHARE_EVERY {
+            return;
+        }
+        self.shared_at = Instant::now();
+        self.dirty = false;
+        let mut shared = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        for (publisher, &seq) in &self.marks {
+            match shared.get_mut(publisher.as_str()) {
+                Some(w) => w.accepted = seq,
+                None => {
+                    let w = Watermark {
+                        persisted: 0,
+                        accepted: seq,
+                    };
+                    shared.insert(publisher.clone(), w);
+                }
+            }
+        }
+    }
+
+    /// Moves what is already in the channel into the pending batch.
+    fn take_waiting(&mut self) {
+        while self.pending.len() < self.config.max_pending {
+            match self.rx.try_recv() {
+                Ok(env) => self.accept(env),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        let mut marks: HashMap<&str, u64> = HashMap::new();
+        for e in &self.pending {
+            let m = marks.entry(&e.publisher_id).or_default();
+            *m = (*m).max(e.seq);
+        }
+        let result = if self.inject_failures > 0 {
+            self.inject_failures -= 1;
+            Err(Error::Db {
+                op: "writing a batch",
+                source: duckdb::Error::ToSqlConversionFailure("injected write failure".into()),
+            })
+        } else {
+            write_batch(&mut self.conn, &self.pending, &marks).map_err(Error::db("writing a batch"))
+        };
+        match result {
+            Ok(()) => {
+                let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+                for (publisher, seq) in marks {
+                    let w = written.entry(publisher.to_owned()).or_default();
+                    w.persisted = w.persisted.max(seq);
+                    w.accepted = w.accepted.max(seq);
+                }
+                drop(written);
+                self.stats.persisted += self.pending.len() as u64;
+                self.stats.batches += 1;
+                self.stats.last_flush = start.elapsed();
+                self.pending.clear();
+                self.failing = false;
+            }
+            Err(_) => {
+                self.stats.failed_flushes += 1;
+                self.failing = true;
+            }
+        }
+        self.publish_stats();
+        result
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.take_waiting();
+        let deadline = Instant::now() + self.config.shutdown_timeout;
+        loop {
+            let result = self.flush();
+            match result {
+                Ok(()) if self.rx.is_empty() => return Ok(()),
+                Ok(()) => self.take_waiting(),
+                Err(e) if Instant::now() >= deadline => {
+                    log::error!(
+                        "persister: giving up at shutdown with {} row(s) unwritten: {e}",
+                        self.pending.len()
+                    );
+                    return Err(Error::Unpersisted(self.pending.len() + self.rx.len()));
+                }
+                Err(e) => {
+                    log::warn!("persister: write failed at shutdown, retrying: {e}");
+                    std::thread::sleep(self.config.flush_interval.min(Duration::from_millis(200)));
+                }
+            }
+        }
+    }
+
+    fn publish_stats(&mut self) {
+        self.stats.pending = self.pending.len() as u64;
+        self.counters.publish(&self.stats);
+    }
+}
+
+/// Writes the batch and each publisher's new mark in one transaction.
+fn write_batch(conn: &mut Connection, batch: &[Envelope], marks: &HashMap<&str, u64>) -> duckdb::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut app = tx.appender("logstore")?;
+        for e in batch {
+            let m = &e.message;
+            app.append_row(params![
+                m.workflow_id,
+                m.workflow_name,
+                m.workflow_instance_id,
+                m.task_name,
+                m.task_instance_id,
+                m.timestamp_ms,
+                m.level.as_str(),
+                m.payload,
+            ])?;
+        }
+        // Dropping an appender flushes too, but throws the error away.
+        app.flush()?;
+    }
+    {
+        let now = chrono_now_ms();
+        let mut app = tx.appender("publisher_watermark")?;
+        for (publisher, seq) in marks {
+            app.append_row(params![*publisher, *seq, now])?;
+        }
+        app.flush()?;
+    }
+    tx.commit()
+}
