@@ -1,6 +1,6 @@
 //! Where the principal lives (its host, the bus's two log ports and the
 //! API port), and the one way every crate reads a setting from the
-//! environment: [`env`] and [`Setting`].
+//! environment: [`env()`] and [`Setting`].
 
 use std::num::{NonZeroU16, NonZeroU32};
 use std::path::PathBuf;

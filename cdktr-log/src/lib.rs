@@ -66,7 +66,8 @@
 //!   crate is the protocol alone (messages, the wire codec, queries,
 //!   statuses, API requests and replies) and builds no libzmq; the store
 //!   uses it that way.
-//! - `testing`: helpers for this workspace's tests ([`testing`]).
+//! - `testing`: helpers for this workspace's tests (free ports, finding
+//!   the workspace's binaries).
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod api;

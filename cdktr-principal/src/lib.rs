@@ -1,7 +1,7 @@
 //! The cdktr principal: the log bus, the log store and the API wired into
-//! one process. The [`LogManager`](cdktr_log::LogManager) receives every
+//! one process. The [`cdktr_log::LogManager`] receives every
 //! agent's lines and hands each, without loss, to the
-//! [`Persister`](cdktr_store::Persister), which batches them into DuckDB;
+//! [`cdktr_store::Persister`], which batches them into DuckDB;
 //! the API server (`docs/api.md`) answers queries and records the agents'
 //! status updates and heartbeats, marking CRASHED what a silent agent ran.
 //!

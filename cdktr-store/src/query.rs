@@ -109,7 +109,8 @@ impl Store {
     /// (the principal does, for every query it serves).
     ///
     /// # Errors
-    /// [`Error::InvalidQuery`] as [`LogQuery::compile`]; [`Error::Db`].
+    /// [`Error::InvalidQuery`] for a query that cannot be answered as stated
+    /// (start after end, limit 0, no level); [`Error::Db`].
     pub fn query_logs(&self, query: &LogQuery) -> Result<Vec<LogMessage>> {
         Ok(self.run(query, None)?.lines)
     }
