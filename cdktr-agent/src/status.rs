@@ -76,14 +76,9 @@ fn deliver(api: ApiConfig, rx: Receiver<Request>, delivered: Arc<AtomicU64>, aba
                 lost += 1;
                 break;
             }
-            let reply = client
-                .get()
-                .map_err(|e| log::error!("agent: no API client for {}: {e}", api.endpoint()))
-                .ok()
-                .map(|c| c.call(&update));
-            let retry = match reply {
-                Some(Ok(Response::Accepted)) => false,
-                Some(Ok(Response::Error { kind, message })) => {
+            let retry = match client.call(|c| c.call(&update)) {
+                Ok(Response::Accepted) => false,
+                Ok(Response::Error { kind, message }) => {
                     let transient = matches!(kind, ErrorKind::Busy | ErrorKind::Database | ErrorKind::ShuttingDown);
                     if !transient {
                         log::error!("agent: the principal refused a status update ({kind}): {message}");
@@ -91,16 +86,15 @@ fn deliver(api: ApiConfig, rx: Receiver<Request>, delivered: Arc<AtomicU64>, aba
                     }
                     transient
                 }
-                Some(Ok(other)) => {
+                Ok(other) => {
                     log::error!("agent: unexpected reply to a status update: {other:?}");
                     lost += 1;
                     false
                 }
-                Some(Err(e)) => {
+                Err(e) => {
                     log::debug!("agent: status update not delivered yet: {e}");
                     true
                 }
-                None => true,
             };
             if !retry {
                 break;
@@ -130,7 +124,7 @@ impl Heartbeats {
         let timeout = interval.min(Duration::from_secs(2));
         let poller = Poller::start("agent-heartbeat", api, timeout, interval, move |client| {
             let list: Vec<String> = r.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
-            if let Err(e) = client.get().and_then(|c| c.heartbeat(&agent_id, &list)) {
+            if let Err(e) = client.call(|c| c.heartbeat(&agent_id, &list)) {
                 log::debug!("agent: heartbeat not delivered: {e}");
             }
         })?;

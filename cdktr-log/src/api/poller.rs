@@ -10,10 +10,11 @@ use super::ApiClient;
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
 
-/// An [`ApiClient`] made on first use, with a fixed timeout per call.
+/// An [`ApiClient`] made on first use, with a fixed timeout per call, and
+/// made anew after a call that got no answer.
 ///
 /// A thread holding one can start before the principal is reachable and
-/// keeps its connection between calls.
+/// keeps its connection between calls while they succeed.
 #[derive(Debug)]
 pub struct LazyClient {
     config: ApiConfig,
@@ -31,20 +32,26 @@ impl LazyClient {
         }
     }
 
-    /// The client, connecting it first if need be.
+    /// Runs `f` with the client, connecting it first if need be.
+    ///
+    /// After a failure that leaves the connection in doubt (no answer in
+    /// time, a ZeroMQ error, a reply that cannot be read) the client is
+    /// dropped, so that the next call starts on a fresh connection instead
+    /// of queueing behind a dead one (TCP retransmission backoff can hold a
+    /// reused connection for many seconds after the network returns). An
+    /// error reply keeps it: the principal answered.
     ///
     /// # Errors
-    /// As [`ApiClient::connect`]; the next call tries again.
-    pub fn get(&mut self) -> Result<&mut ApiClient> {
+    /// As [`ApiClient::connect`], and whatever `f` returns.
+    pub fn call<T>(&mut self, f: impl FnOnce(&mut ApiClient) -> Result<T>) -> Result<T> {
         if self.client.is_none() {
             self.client = Some(ApiClient::connect(&self.config)?.with_timeout(self.timeout));
         }
-        Ok(self.client.as_mut().expect("connected above"))
-    }
-
-    /// The endpoint it connects to, for messages.
-    pub fn endpoint(&self) -> String {
-        self.config.endpoint()
+        let result = f(self.client.as_mut().expect("connected above"));
+        if matches!(result, Err(Error::Timeout { .. } | Error::Zmq { .. } | Error::Reply(_))) {
+            self.client = None;
+        }
+        result
     }
 }
 
@@ -103,5 +110,116 @@ impl Poller {
 impl Drop for Poller {
     fn drop(&mut self) {
         self.halt();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Request, Response};
+
+    /// A ROUTER standing in for the principal: returns the identity of the
+    /// connection each request came on, answering it or not.
+    struct Router {
+        socket: zmq::Socket,
+        _ctx: zmq::Context,
+        config: ApiConfig,
+    }
+
+    impl Router {
+        fn bind() -> Router {
+            let ctx = zmq::Context::new();
+            let socket = ctx.socket(zmq::ROUTER).unwrap();
+            socket.set_rcvtimeo(30_000).unwrap();
+            socket.bind("tcp://127.0.0.1:*").unwrap();
+            let endpoint = socket.get_last_endpoint().unwrap().unwrap();
+            let port = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+            let config = ApiConfig {
+                host: "127.0.0.1".into(),
+                port,
+            };
+            Router {
+                socket,
+                _ctx: ctx,
+                config,
+            }
+        }
+
+        fn take(&self, answer: bool) -> Vec<u8> {
+            let frames = self.socket.recv_multipart(0).expect("a request");
+            if answer {
+                let reply = Response::Pong {
+                    api: 1,
+                    version: "test".into(),
+                };
+                let mut out: Vec<Vec<u8>> = frames[..frames.len() - 1].to_vec();
+                out.push(reply.to_bytes());
+                self.socket.send_multipart(out, 0).unwrap();
+            }
+            frames[0].clone()
+        }
+    }
+
+    #[test]
+    fn a_call_that_got_no_answer_is_retried_on_a_fresh_connection() {
+        let router = Router::bind();
+        let mut client = LazyClient::new(&router.config, Duration::from_millis(200));
+        let ping = |c: &mut ApiClient| c.call(&Request::Ping {});
+        // Answered: the connection is kept.
+        let caller = std::thread::scope(|s| {
+            let t = s.spawn(|| client.call(ping).map(|_| ()));
+            let first = router.take(true);
+            t.join().unwrap().unwrap();
+            first
+        });
+        let again = std::thread::scope(|s| {
+            let t = s.spawn(|| client.call(ping).map(|_| ()));
+            let id = router.take(true);
+            t.join().unwrap().unwrap();
+            id
+        });
+        assert_eq!(again, caller, "a connection that answers is reused");
+        // Not answered: a timeout, and the next call comes on a new connection.
+        let silent = std::thread::scope(|s| {
+            let t = s.spawn(|| client.call(ping).map(|_| ()));
+            let id = router.take(false);
+            assert!(matches!(t.join().unwrap(), Err(Error::Timeout { .. })));
+            id
+        });
+        assert_eq!(silent, caller);
+        let fresh = std::thread::scope(|s| {
+            let t = s.spawn(|| client.call(ping).map(|_| ()));
+            let id = router.take(true);
+            t.join().unwrap().unwrap();
+            id
+        });
+        assert_ne!(fresh, caller, "after a timeout the call must not reuse the connection");
+    }
+
+    #[test]
+    fn a_poller_runs_at_once_and_stops_without_waiting_out_its_interval() {
+        let router = Router::bind();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let poller = Poller::start(
+            "test-poller",
+            &router.config,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+            move |_| {
+                let _ = tx.send(());
+            },
+        )
+        .unwrap();
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the first run is immediate");
+        // An hour's interval: stop must not wait it out.
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            poller.stop();
+            let _ = done_tx.send(());
+        });
+        done.recv_timeout(Duration::from_secs(30))
+            .expect("stop returned at once");
+        assert!(rx.try_recv().is_err(), "no second run within the hour's interval");
     }
 }

@@ -40,11 +40,7 @@ impl Acks {
             if !m.wanted.load(Relaxed) {
                 return;
             }
-            let client = match client.get() {
-                Ok(c) => c,
-                Err(e) => return log::warn!("log publisher {publisher_id}: no API client: {e}"),
-            };
-            match client.watermark_flushing(&publisher_id, m.urgent.load(Relaxed)) {
+            match client.call(|c| c.watermark_flushing(&publisher_id, m.urgent.load(Relaxed))) {
                 Ok(mark) => {
                     m.persisted.store(mark.persisted, Relaxed);
                     m.accepted.store(mark.accepted, Relaxed);
