@@ -450,6 +450,22 @@ fn a_silent_agent_gets_exactly_one_crashed_row_per_running_instance() {
         send(&mut api, &beat_b).unwrap();
         std::thread::sleep(Duration::from_millis(50));
     }
+    // B keeps beating until this principal has stopped, however long the
+    // checks below take: its run is to be orphaned by the restart, not
+    // crashed by a sweep here while the test is busy.
+    let beating = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let beater = {
+        let (config, beating, beat) = (p.api.clone(), beating.clone(), beat_b.clone());
+        std::thread::spawn(move || {
+            let mut b = ApiClient::connect(&config)
+                .unwrap()
+                .with_timeout(Duration::from_millis(500));
+            while beating.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = send(&mut b, &beat);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
     let crashed = |api: &mut ApiClient, i: &str| {
         api.timeline(i)
             .unwrap()
@@ -473,6 +489,8 @@ fn a_silent_agent_gets_exactly_one_crashed_row_per_running_instance() {
 
     // After a restart, a RUNNING instance nobody claims is CRASHED once too.
     p.stop();
+    beating.store(false, std::sync::atomic::Ordering::Relaxed);
+    beater.join().unwrap();
     let p = start(&db, &[("CDKTR_AGENT_HEARTBEAT_TIMEOUT_MS", "300")]);
     let mut api = p.client();
     let end = Instant::now() + WAIT;
