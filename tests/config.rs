@@ -170,3 +170,59 @@ fn a_bad_value_stops_each_builder_with_the_variable_named() {
         }
     }
 }
+
+#[test]
+fn help_shows_each_flags_variable_and_a_flag_wins_over_its_variable() {
+    for (name, vars) in [
+        (
+            PRINCIPAL,
+            &[
+                "CDKTR_DB_PATH",
+                "CDKTR_PRINCIPAL_HOST",
+                "CDKTR_PRINCIPAL_PORT",
+                "CDKTR_LOGS_LISTENING_PORT",
+                "CDKTR_LOGS_PUBLISHING_PORT",
+                "CDKTR_LOG_FLUSH_INTERVAL_MS",
+                "CDKTR_AGENT_HEARTBEAT_TIMEOUT_MS",
+            ][..],
+        ),
+        (
+            CLI,
+            &[
+                "CDKTR_PRINCIPAL_HOST",
+                "CDKTR_PRINCIPAL_PORT",
+                "CDKTR_LOGS_PUBLISHING_PORT",
+            ],
+        ),
+    ] {
+        let out = Command::new(binary(name)).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        for var in vars {
+            assert!(help.contains(&format!("[env: {var}")), "{name} --help: {var}\n{help}");
+        }
+    }
+    // The CLI: the variable points at nothing, the flag at the principal.
+    let principal = cdktr_principal::testing::local_principal()
+        .database(cdktr_store::Location::Memory)
+        .start()
+        .unwrap();
+    let port = principal.api_config().port.to_string();
+    let nowhere = cdktr_log::testing::free_port().to_string();
+    let stats = |args: &[&str]| {
+        Command::new(binary(CLI))
+            .args(["stats", "-o", "json", "--timeout", "2s"])
+            .args(args)
+            .env("CDKTR_PRINCIPAL_PORT", &nowhere)
+            .output()
+            .unwrap()
+    };
+    let out = stats(&["--api-port", &port]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"uptime_ms\""));
+    let out = stats(&[]);
+    assert!(!out.status.success(), "the variable's port has no principal");
+    let out = stats(&["--api-port", "abc"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--api-port"), "{err}");
+    principal.shutdown().unwrap();
+}
