@@ -9,7 +9,7 @@ use cdktr_log::api::Request;
 use cdktr_log::config::{env, process_env, Lookup};
 use cdktr_log::{ApiConfig, BusConfig, Level, LogPublisher, PublisherStats, RunStatus, TaskContext};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::status::{Heartbeats, Reporter};
 use crate::task::{self, Outcome};
 use crate::workflow::Workflow;
@@ -56,7 +56,8 @@ impl AgentConfig {
     /// `CDKTR_AGENT_SHUTDOWN_TIMEOUT_MS`.
     ///
     /// # Errors
-    /// [`Error::InvalidEnv`] naming the first variable that cannot be used.
+    /// [`Error::Bus`](crate::Error::Bus) with [`cdktr_log::Error::InvalidEnv`], naming the first
+    /// variable that cannot be used.
     pub fn from_env() -> Result<AgentConfig> {
         Self::from_lookup(process_env)
     }
@@ -67,19 +68,15 @@ impl AgentConfig {
     /// As [`from_env`](Self::from_env).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<AgentConfig> {
         let get: Lookup<'_> = &get;
-        let read = |e| Error::setting(e);
         Ok(AgentConfig {
-            bus: BusConfig::from_lookup(get).map_err(read)?,
-            api: ApiConfig::from_lookup(get).map_err(read)?,
-            agent_id: env(ENV_AGENT_ID, get).map_err(read)?.unwrap_or_else(default_agent_id),
-            heartbeat_interval: env(ENV_HEARTBEAT_INTERVAL_MS, get)
-                .map_err(read)?
+            bus: BusConfig::from_lookup(get)?,
+            api: ApiConfig::from_lookup(get)?,
+            agent_id: env(ENV_AGENT_ID, get)?.unwrap_or_else(default_agent_id),
+            heartbeat_interval: env(ENV_HEARTBEAT_INTERVAL_MS, get)?
                 .map_or(Duration::from_secs(5), |d: Duration| d.max(Duration::from_millis(10))),
             max_line_bytes: 64 << 10,
-            spool_dir: env(ENV_SPOOL_DIR, get).map_err(read)?,
-            shutdown_timeout: env(ENV_SHUTDOWN_TIMEOUT_MS, get)
-                .map_err(read)?
-                .unwrap_or(Duration::from_secs(60)),
+            spool_dir: env(ENV_SPOOL_DIR, get)?,
+            shutdown_timeout: env(ENV_SHUTDOWN_TIMEOUT_MS, get)?.unwrap_or(Duration::from_secs(60)),
             kill_grace: Duration::from_secs(5),
         })
     }
@@ -148,8 +145,8 @@ impl Agent {
     /// principal need not be up.
     ///
     /// # Errors
-    /// [`Error::Bus`] for an unusable address or spool directory;
-    /// [`Error::Spawn`].
+    /// [`Error::Bus`](crate::Error::Bus) for an unusable address or spool directory;
+    /// [`Error::Spawn`](crate::Error::Spawn).
     pub fn start(config: AgentConfig) -> Result<Agent> {
         let mut builder = LogPublisher::builder(&config.bus)
             .acknowledged_by(&config.api)
@@ -182,7 +179,7 @@ impl Agent {
     /// Runs `workflow` as a new instance; see [`run_as`](Self::run_as).
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a workflow that cannot be run.
+    /// [`Error::Invalid`](crate::Error::Invalid) for a workflow that cannot be run.
     pub fn run(&self, workflow: &Workflow, cancel: &AtomicBool) -> Result<RunReport> {
         self.run_as(workflow, &self.new_instance_id(&workflow.workflow_id), cancel)
     }
@@ -196,7 +193,7 @@ impl Agent {
     /// saying why, and no further task runs.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for a workflow that cannot be run.
+    /// [`Error::Invalid`](crate::Error::Invalid) for a workflow that cannot be run.
     pub fn run_as(&self, workflow: &Workflow, workflow_instance_id: &str, cancel: &AtomicBool) -> Result<RunReport> {
         workflow.check()?;
         // Strictly increasing, so that the timeline's order is the order of
@@ -288,7 +285,7 @@ impl Agent {
     /// take stay in the spool directory for the next agent.
     ///
     /// # Errors
-    /// [`Error::Bus`] if the publisher's thread had died.
+    /// [`Error::Bus`](crate::Error::Bus) if the publisher's thread had died.
     pub fn shutdown(self) -> Result<ShutdownReport> {
         let Agent {
             config,

@@ -32,17 +32,6 @@ pub enum Error {
     #[error("invalid workflow: {0}")]
     Invalid(String),
 
-    /// An environment variable holds a value that cannot be used.
-    #[error("invalid {var}={value:?}: {reason}")]
-    InvalidEnv {
-        /// The variable.
-        var: &'static str,
-        /// Its value.
-        value: String,
-        /// Why it was refused.
-        reason: &'static str,
-    },
-
     /// A background thread could not be started.
     #[error("cannot start the {name} thread: {source}")]
     Spawn {
@@ -55,13 +44,3 @@ pub enum Error {
 
 /// Result alias for the agent.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    /// Settings errors keep their own variant whichever crate read them.
-    pub(crate) fn setting(e: cdktr_log::Error) -> Error {
-        match e {
-            cdktr_log::Error::InvalidEnv { var, value, reason } => Error::InvalidEnv { var, value, reason },
-            other => Error::Bus(other),
-        }
-    }
-}

@@ -11,7 +11,7 @@ use cdktr_store::persister::ENV_FLUSH_INTERVAL_MS;
 use cdktr_store::{Location, MemoryLimit, Persister, PersisterConfig, Store};
 
 use crate::{
-    default_db_path, server, Error, Principal, Result, DEFAULT_FILE_MEMORY_LIMIT, DEFAULT_HEARTBEAT_TIMEOUT,
+    default_db_path, server, Principal, Result, DEFAULT_FILE_MEMORY_LIMIT, DEFAULT_HEARTBEAT_TIMEOUT,
     ENV_DB_MEMORY_LIMIT, ENV_DB_PATH, ENV_DB_THREADS, ENV_HEARTBEAT_TIMEOUT_MS,
 };
 
@@ -56,7 +56,8 @@ impl PrincipalBuilder {
     /// too, then applies its flags.
     ///
     /// # Errors
-    /// [`Error::InvalidEnv`] naming the first variable that cannot be used.
+    /// [`Error::Bus`](crate::Error::Bus) with [`cdktr_log::Error::InvalidEnv`], naming the first
+    /// variable that cannot be used.
     pub fn from_env() -> Result<PrincipalBuilder> {
         Self::from_lookup(process_env)
     }
@@ -68,21 +69,21 @@ impl PrincipalBuilder {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<PrincipalBuilder> {
         let get: Lookup<'_> = &get;
         let mut b = PrincipalBuilder::new()
-            .bus(BusConfig::from_lookup(get).map_err(Error::setting)?)
-            .api(ApiConfig::from_lookup(get).map_err(Error::setting)?);
-        if let Some(location) = env(ENV_DB_PATH, get).map_err(Error::setting)? {
+            .bus(BusConfig::from_lookup(get)?)
+            .api(ApiConfig::from_lookup(get)?);
+        if let Some(location) = env(ENV_DB_PATH, get)? {
             b.database = location;
         }
-        if let Some(MemoryLimit(limit)) = env(ENV_DB_MEMORY_LIMIT, get).map_err(Error::setting)? {
+        if let Some(MemoryLimit(limit)) = env(ENV_DB_MEMORY_LIMIT, get)? {
             b.db_memory_limit = Some(limit);
         }
-        if let Some(n) = env::<NonZeroU32>(ENV_DB_THREADS, get).map_err(Error::setting)? {
+        if let Some(n) = env::<NonZeroU32>(ENV_DB_THREADS, get)? {
             b.db_threads = Some(n.get());
         }
-        if let Some(interval) = env(ENV_FLUSH_INTERVAL_MS, get).map_err(Error::setting)? {
+        if let Some(interval) = env(ENV_FLUSH_INTERVAL_MS, get)? {
             b.persister.flush_interval = interval;
         }
-        if let Some(timeout) = env(ENV_HEARTBEAT_TIMEOUT_MS, get).map_err(Error::setting)? {
+        if let Some(timeout) = env(ENV_HEARTBEAT_TIMEOUT_MS, get)? {
             b.heartbeat_timeout = timeout;
         }
         Ok(b)
@@ -184,8 +185,8 @@ impl PrincipalBuilder {
     /// API server.
     ///
     /// # Errors
-    /// [`Error::Store`] if the database cannot be opened;
-    /// [`Error::Bus`] if a port is in use.
+    /// [`Error::Store`](crate::Error::Store) if the database cannot be opened;
+    /// [`Error::Bus`](crate::Error::Bus) if a port is in use.
     pub fn start(self) -> Result<Principal> {
         let store = Store::open_location(&self.database)?;
         let file = matches!(self.database, Location::File(_));

@@ -10,16 +10,6 @@ pub enum Error {
     /// The store failed (a database that cannot be opened, a bad variable).
     #[error(transparent)]
     Store(#[from] cdktr_store::Error),
-    /// An environment variable holds a value that cannot be used.
-    #[error("invalid {var}={value:?}: {reason}")]
-    InvalidEnv {
-        /// The variable's name.
-        var: &'static str,
-        /// Its value.
-        value: String,
-        /// Why it was refused.
-        reason: &'static str,
-    },
     /// The API socket could not be bound, usually because the port is in
     /// use.
     #[error("cannot bind the API on {endpoint}: {source}")]
@@ -49,13 +39,3 @@ pub enum Error {
 
 /// Result alias for the principal.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    /// Settings errors keep their own variant whichever crate read them.
-    pub(crate) fn setting(e: cdktr_log::Error) -> Error {
-        match e {
-            cdktr_log::Error::InvalidEnv { var, value, reason } => Error::InvalidEnv { var, value, reason },
-            other => Error::Bus(other),
-        }
-    }
-}
