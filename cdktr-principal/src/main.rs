@@ -137,8 +137,36 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
+/// Raises the soft limit on open files to the hard one: every agent and
+/// subscriber connection is a descriptor, and the usual soft limit (1,024)
+/// is reached by about a thousand idle connections (issue 12).
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !ok || limit.rlim_cur >= limit.rlim_max {
+        return;
+    }
+    let soft = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        log::info!("open file limit raised from {soft} to {}", limit.rlim_max);
+    } else {
+        log::warn!(
+            "open file limit stays at {soft} (hard {}): {}",
+            limit.rlim_max,
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn run(args: &ArgMatches) -> Result<(), Box<dyn std::error::Error>> {
     let builder = builder(args)?;
+    raise_open_file_limit();
     // Registered before anything starts, so an early signal is not lost.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     let principal = builder.start()?;

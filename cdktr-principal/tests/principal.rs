@@ -223,3 +223,74 @@ fn a_query_flushes_pending_lines_so_they_are_visible_before_the_30_second_batch_
     let summary = principal.shutdown().unwrap();
     assert_eq!(summary.persisted, 3);
 }
+
+#[test]
+fn the_principal_raises_its_open_file_limit_to_the_hard_limit() {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct given.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    let hard = limit.rlim_max;
+    if hard <= 256 {
+        println!("skipped: the hard limit on open files is {hard}, nothing to raise to");
+        return;
+    }
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cdktr-principal"));
+    c.args([
+        "--db",
+        ":memory:",
+        "--api-port",
+        "0",
+        "--listening-port",
+        "0",
+        "--publishing-port",
+        "0",
+    ])
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    // SAFETY: only setrlimit between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            let mut low = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut low) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            low.rlim_cur = 256;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &low) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    let mut banner = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    assert!(banner.contains("API on"), "{banner}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, [hard.to_string(), hard.to_string()], "{line}");
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(child.wait().unwrap().success());
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(
+        err.contains(&format!("open file limit raised from 256 to {hard}")),
+        "{err}"
+    );
+}
