@@ -54,14 +54,15 @@ pub(super) fn request_op(bytes: &[u8]) -> Result<&str, Refusal> {
             }
             continue;
         }
-        if let Err(e) = r.value(&mut vec![key], 1) {
-            match e {
-                Bad::Truncated(e) => return Err(malformed(e)),
-                Bad::Shape(e) => {
-                    problem.get_or_insert(e);
-                    // Its extent is unknown past a bad value: stop here.
-                    break;
-                }
+        let start = r.at;
+        match r.value(&mut vec![key], 1) {
+            Ok(()) => {}
+            Err(Bad::Truncated(e)) => return Err(malformed(e)),
+            Err(Bad::Shape(e)) => {
+                problem.get_or_insert(e);
+                // Read on, for the "op" that may follow: skip the value whole.
+                r.at = start;
+                r.skip_any(1).map_err(malformed)?;
             }
         }
     }
@@ -235,6 +236,50 @@ impl<'a> Reader<'a> {
                     describe(m)
                 )))
             }
+        }
+        Ok(())
+    }
+
+    /// Skips one value of any type, without judging it.
+    fn skip_any(&mut self, depth: usize) -> Result<(), String> {
+        if depth > 64 {
+            return Err("nested deeper than 64".into());
+        }
+        let Some(m) = self.peek() else {
+            return Err("the bytes end before a value".into());
+        };
+        let (len, items) = match m {
+            0x80..=0x8f | 0xde | 0xdf => (0, 2 * self.map_len()?.unwrap_or(0)),
+            0x90..=0x9f => (1, (m & 0x0f) as usize),
+            0xdc | 0xdd => {
+                self.at += 1;
+                (0, self.uint(if m == 0xdc { 2 } else { 4 })?)
+            }
+            0xa0..=0xbf | 0xd9..=0xdb => {
+                self.str()?;
+                (0, 0)
+            }
+            0xc4..=0xc6 => {
+                self.at += 1;
+                let n = self.uint(1 << (m - 0xc4))?;
+                (n, 0)
+            }
+            0xc7..=0xc9 => {
+                self.at += 1;
+                let n = self.uint(1 << (m - 0xc7))?;
+                (n + 1, 0)
+            }
+            0xd4..=0xd8 => (2 + (1 << (m - 0xd4)), 0),
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (1, 0),
+            0xcc | 0xd0 => (2, 0),
+            0xcd | 0xd1 => (3, 0),
+            0xca | 0xce | 0xd2 => (5, 0),
+            0xcb | 0xcf | 0xd3 => (9, 0),
+            _ => return Err(format!("the reserved byte 0x{m:02x} at offset {}", self.at)),
+        };
+        self.skip(len)?;
+        for _ in 0..items {
+            self.skip_any(depth + 1)?;
         }
         Ok(())
     }

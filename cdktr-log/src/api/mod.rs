@@ -440,6 +440,16 @@ mod tests {
         let (kind, message) = refused(&int_key);
         assert_eq!(kind, ErrorKind::Malformed);
         assert!(message.contains("a key is an integer"), "{message}");
+        // A bad field before "op" is still reported as that field.
+        // {"a": bin, "b": [1, [2, 3.5]], "c": fixext, "op": "QueryLogs"}: read past them to the op.
+        let mut late_op = vec![
+            0x84, 0xa1, b'a', 0xc4, 2, 0, 1, 0xa1, b'b', 0x92, 0x01, 0x92, 0x02, 0xca, 0, 0, 0, 0,
+        ];
+        late_op.extend_from_slice(&[0xa1, b'c', 0xd4, 1, 9, 0xa2, b'o', b'p', 0xa9]);
+        late_op.extend_from_slice(b"QueryLogs");
+        let (kind, message) = refused(&late_op);
+        assert_eq!(kind, ErrorKind::Invalid, "{message}");
+        assert!(message.starts_with("QueryLogs: `a` is bin"), "{message}");
         // A truncated request says so.
         assert_eq!(refused(&ping[..ping.len() - 1]).0, ErrorKind::Malformed);
         // The documented arrays are read.
