@@ -241,7 +241,7 @@ fn a_principal_down_at_the_start_and_mid_stream_loses_nothing_and_the_spool_is_c
     kill(&mut child, "-TERM");
     assert!(peak <= CAP as u64, "memory {peak} over the cap {CAP}");
     assert!(
-        stats.spilled > 0 && stats.dropped == 0 && stats.left_in_spool == 0,
+        stats.spilled > 0 && stats.dropped == 0 && stats.left_in_spool == 0 && stats.spooled_bytes == 0,
         "{stats:?}"
     );
     assert!(spool_files(&spool).is_empty(), "left behind: {:?}", spool_files(&spool));
@@ -386,6 +386,16 @@ fn lines_left_unacknowledged_at_shutdown_are_sent_by_the_next_publisher_on_the_s
     let stats = first.shutdown().unwrap();
     assert_eq!((stats.dropped, stats.sent), (0, 0), "{stats:?}");
     assert!(stats.left_in_spool > 0 && stats.spilled > 0, "{stats:?}");
+    // What is left is counted in bytes too: the segments on disk hold it.
+    let on_disk: u64 = spool_files(&spool)
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "seg"))
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(
+        stats.spooled_bytes > 0 && stats.spooled_bytes <= on_disk,
+        "{stats:?}, {on_disk} on disk"
+    );
     assert!(!spool_files(&spool).is_empty());
 
     let mut child = principal(&db, &p);

@@ -56,6 +56,11 @@ impl Acknowledged {
         &self.memory
     }
 
+    /// Bytes waiting in the spool directory.
+    pub fn spooled_bytes(&self) -> u64 {
+        self.overflow.bytes()
+    }
+
     /// Keeps the line `core` just encoded as `seq`: in memory while there
     /// is room and nothing waits in the spool, else in the spool.
     pub fn accept(&mut self, core: &mut Core, seq: u64) {
@@ -70,7 +75,6 @@ impl Acknowledged {
             Ok(Spilled::Yes) => {
                 core.seq = seq;
                 core.stats.spilled += 1;
-                core.stats.spooled_bytes = self.overflow.bytes();
             }
             Ok(Spilled::Full) => core.drop_one("retention buffer and spool full"),
             Err(e) => {
@@ -93,7 +97,6 @@ impl Acknowledged {
         );
         // An adopted spool: continue its numbering.
         core.seq = core.seq.max(highest);
-        core.stats.spooled_bytes = self.overflow.bytes();
     }
 
     /// Sends from the cursor while the socket has room; what is sent stays
@@ -191,7 +194,6 @@ impl Acknowledged {
                 Ok(Some(mut s)) => match s.push_front(self.memory.iter()).and_then(|()| s.flush()) {
                     Ok(()) => {
                         core.stats.left_in_spool += left;
-                        core.stats.spooled_bytes = s.bytes;
                         self.overflow.spool = Some(s);
                     }
                     Err(e) => {
@@ -199,9 +201,17 @@ impl Acknowledged {
                         core.stats.dropped += left;
                     }
                 },
-                Ok(None) | Err(_) => {
+                Ok(None) => {
                     log::error!(
-                        "log publisher {id}: spool in {} unusable; {left} unacknowledged line(s) lost",
+                        "log publisher {id}: another live publisher owns its spool in {}; \
+                         {left} unacknowledged line(s) lost",
+                        dir.display()
+                    );
+                    core.stats.dropped += left;
+                }
+                Err(e) => {
+                    log::error!(
+                        "log publisher {id}: spool in {} unusable ({e}); {left} unacknowledged line(s) lost",
                         dir.display()
                     );
                     core.stats.dropped += left;
@@ -215,10 +225,8 @@ impl Acknowledged {
                 if let Err(e) = s.remove() {
                     log::warn!("log publisher {id}: spool not tidied: {e}");
                 }
-                core.stats.spooled_bytes = 0;
             } else {
                 let _ = s.flush();
-                core.stats.spooled_bytes = s.bytes;
                 if core.stats.left_in_spool == 0 {
                     core.stats.left_in_spool = s.records;
                 }
@@ -228,6 +236,8 @@ impl Acknowledged {
                     s.bytes,
                     dir.display()
                 );
+                // Kept open (and locked) until the worker ends, so its size is counted.
+                self.overflow.spool = Some(s);
             }
         }
     }

@@ -269,12 +269,13 @@ impl Worker {
     }
 
     fn publish_stats(&mut self) {
-        let memory = match &self.delivery {
-            Delivery::BestEffort(b) => b.memory(),
-            Delivery::Acknowledged(a) => a.memory(),
+        let (memory, spooled) = match &self.delivery {
+            Delivery::BestEffort(b) => (b.memory(), 0),
+            Delivery::Acknowledged(a) => (a.memory(), a.spooled_bytes()),
         };
         self.core.stats.buffered = memory.len() as u64;
         self.core.stats.buffered_bytes = memory.bytes() as u64;
+        self.core.stats.spooled_bytes = spooled;
         self.shared.publish(&self.core.stats);
     }
 
