@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cdktr_log::testing::workspace_binary;
+use cdktr_principal::testing::ANY_PORT_FLAGS;
 
 const PRINCIPAL: &str = "cdktr-principal";
 const AGENT: &str = "cdktr-agent";
@@ -80,19 +81,8 @@ fn run(name: &str, var: &str, value: &str, home: &std::path::Path) -> (Option<i3
     let mut c = Command::new(binary(name));
     match name {
         // Free ports if the value were taken; --db wins over CDKTR_DB_PATH.
-        PRINCIPAL if var == "CDKTR_DB_PATH" => {
-            c.args(["--api-port", "0", "--listening-port", "0", "--publishing-port", "0"])
-        }
-        PRINCIPAL => c.args([
-            "--db",
-            ":memory:",
-            "--api-port",
-            "0",
-            "--listening-port",
-            "0",
-            "--publishing-port",
-            "0",
-        ]),
+        PRINCIPAL if var == "CDKTR_DB_PATH" => c.args(ANY_PORT_FLAGS),
+        PRINCIPAL => c.args(["--db", ":memory:"]).args(ANY_PORT_FLAGS),
         AGENT => c.args(["run", "--workflow-id", "w", "--", "true"]),
         _ => c.args(["stats", "--timeout", "1s"]),
     };

@@ -30,7 +30,7 @@ fn start(db: &Path, extra_env: &[(&str, &str)]) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cdktr-principal"));
     cmd.arg("--db")
         .arg(db)
-        .args(["--api-port", "0", "--listening-port", "0", "--publishing-port", "0"])
+        .args(cdktr_principal::testing::ANY_PORT_FLAGS)
         .args(["--flush-interval", "60s"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

@@ -241,19 +241,11 @@ fn the_principal_raises_its_open_file_limit_to_the_hard_limit() {
         return;
     }
     let mut c = Command::new(env!("CARGO_BIN_EXE_cdktr-principal"));
-    c.args([
-        "--db",
-        ":memory:",
-        "--api-port",
-        "0",
-        "--listening-port",
-        "0",
-        "--publishing-port",
-        "0",
-    ])
-    .env("RUST_LOG", "info")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    c.args(["--db", ":memory:"])
+        .args(cdktr_principal::testing::ANY_PORT_FLAGS)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // SAFETY: only setrlimit between fork and exec.
     unsafe {
         c.pre_exec(|| {
