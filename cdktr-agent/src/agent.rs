@@ -281,7 +281,8 @@ impl Agent {
     }
 
     /// Waits up to the shutdown timeout for the principal to record every
-    /// status and persist every log line, then stops. Lines it could not
+    /// status and persist every log line (its own and those it adopted from
+    /// dead agents' spools), then stops. Lines it could not
     /// take stay in the spool directory for the next agent.
     ///
     /// # Errors
@@ -297,6 +298,8 @@ impl Agent {
         let statuses_undelivered = reporter.finish(config.shutdown_timeout);
         drop(heartbeats);
         let _ = publisher.wait_persisted(config.shutdown_timeout.saturating_sub(start.elapsed()));
+        // What dead agents left in the spool directory, too.
+        publisher.wait_adopted(config.shutdown_timeout.saturating_sub(start.elapsed()));
         let logs = publisher.shutdown()?;
         Ok(ShutdownReport {
             statuses_undelivered,

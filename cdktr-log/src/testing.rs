@@ -55,3 +55,45 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     );
     path
 }
+
+/// Every whole record in the spool segment files in `dir`, decoded, in
+/// file order: what a killed publisher left for the next one to send.
+#[cfg(feature = "sockets")]
+pub fn spooled(dir: &std::path::Path) -> Vec<crate::Envelope> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "seg"));
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let mut r = std::io::BufReader::new(file);
+        while let Ok(Some(p)) = crate::publisher::spool::read_record(&mut r) {
+            let (topic, body) = p.frames.split_at(p.split);
+            out.push(crate::wire::decode(&[topic, body], usize::MAX).expect("a spooled message decodes"));
+        }
+    }
+    out
+}
+
+/// Writes a spool for `publisher_id` in `dir` holding exactly `lines`
+/// (sequence number and message), as a publisher that died would have left
+/// it: holes in the numbering stand for lines it lost.
+#[cfg(feature = "sockets")]
+pub fn write_spool(dir: &std::path::Path, publisher_id: &str, lines: &[(u64, crate::LogMessage)]) {
+    use crate::publisher::spool::{Pending, Spool};
+    let mut spool = Spool::open(dir, publisher_id)
+        .expect("spool opens")
+        .expect("spool not held");
+    let (mut topic, mut body) = (Vec::new(), Vec::new());
+    for (seq, m) in lines {
+        crate::wire::encode_fields(publisher_id, *seq, true, m.into(), &mut topic, &mut body);
+        spool
+            .append(&Pending::new(*seq, &topic, &body), true)
+            .expect("appended");
+    }
+    spool.flush().expect("written");
+}

@@ -178,6 +178,7 @@ fn snapshot(manager: &LogManager, persister: &Persister, c: &Counters, started: 
         pending: p.pending,
         duplicates: p.duplicates,
         gaps: p.gaps,
+        declared_lost: p.declared_lost,
         shed: p.shed,
         failed_flushes: p.failed_flushes,
         batches: p.batches,
@@ -330,6 +331,19 @@ impl ApiThread {
                     publisher_id,
                     seq: w.persisted,
                     accepted: w.accepted,
+                }
+            }
+            Request::DeclareLost {
+                publisher_id,
+                first,
+                last,
+            } => {
+                if first == 0 || last < first {
+                    let message = format!("DeclareLost: need 1 <= first <= last, got {first}..={last}");
+                    Response::error(ErrorKind::Invalid, message)
+                } else {
+                    self.persister.declare_lost(publisher_id, first, last);
+                    Response::Accepted
                 }
             }
             Request::Heartbeat { agent_id, running } => {

@@ -1,7 +1,7 @@
 //! Helpers for this workspace's tests; enabled by the `testing` feature,
 //! which only the tests turn on.
 
-pub use cdktr_log::testing::{any_ports, free_port, workspace_binary};
+pub use cdktr_log::testing::{any_ports, free_port, spooled, workspace_binary, write_spool};
 
 /// Flags that make a `cdktr-principal` child bind free ports; its banner
 /// says which.

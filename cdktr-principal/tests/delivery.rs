@@ -424,6 +424,38 @@ fn lines_left_unacknowledged_at_shutdown_are_sent_by_the_next_publisher_on_the_s
 }
 
 #[test]
+fn lines_missing_from_an_adopted_spool_are_declared_lost_and_the_rest_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, spool) = (dir.path().join("app.db"), dir.path().join("spool"));
+    let p = ports();
+    // A dead publisher's spool with holes: 1-2 and 6-8 are nowhere.
+    let kept = [3, 4, 5, 9, 10];
+    let lines: Vec<_> = kept.iter().map(|&s| (s, line(0, s as usize))).collect();
+    cdktr_principal::testing::write_spool(&spool, "dead", &lines);
+    let mut child = principal(&db, &p);
+    let adopter = acknowledged(&p, &spool).start().unwrap();
+    assert!(adopter.wait_adopted(WAIT), "the adopted spool was never delivered");
+    let mut api = cdktr_log::ApiClient::connect(&p.api).unwrap();
+    assert_eq!(api.watermark("dead").unwrap().persisted, 10);
+    assert_eq!(api.stats().unwrap().declared_lost, 5);
+    adopter.shutdown().unwrap();
+    kill(&mut child, "-TERM");
+    let expected = HashMap::from([(0, 11)]);
+    let (rows, distinct, missing) = census(&db, &expected);
+    assert_eq!((rows, distinct, missing), (5, 5, 6), "3-5 and 9-10 stored once");
+    let conn = duckdb::Connection::open(&db).unwrap();
+    let gaps: Vec<(u64, u64)> = conn
+        .prepare("SELECT first_seq, last_seq FROM publisher_gap WHERE publisher_id = 'dead' ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(gaps, [(1, 2), (6, 8)]);
+    assert!(spool_files(&spool).is_empty(), "left behind: {:?}", spool_files(&spool));
+}
+
+#[test]
 fn a_waiting_publisher_is_acknowledged_without_waiting_for_the_flush_interval() {
     let dir = tempfile::tempdir().unwrap();
     let principal = cdktr_principal::testing::local_principal()

@@ -10,12 +10,13 @@ use cdktr_log::config::Setting;
 use crate::error::{Error, Result};
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Each migration takes the schema from the previous version to its own.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "CREATE TYPE run_status AS ENUM ('PENDING', 'RUNNING', 'WAITING', 'COMPLETED', 'FAILED', 'CRASHED');
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TYPE run_status AS ENUM ('PENDING', 'RUNNING', 'WAITING', 'COMPLETED', 'FAILED', 'CRASHED');
      CREATE TABLE logstore (
          workflow_id          VARCHAR NOT NULL,
          workflow_name        VARCHAR NOT NULL,
@@ -44,7 +45,17 @@ const MIGRATIONS: &[(i64, &str)] = &[(
          seq          UBIGINT NOT NULL,
          timestamp_ms BIGINT  NOT NULL
      );",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE publisher_gap (
+         publisher_id VARCHAR NOT NULL,
+         first_seq    UBIGINT NOT NULL,
+         last_seq     UBIGINT NOT NULL,
+         timestamp_ms BIGINT  NOT NULL
+     );",
+    ),
+];
 
 /// A size DuckDB takes as its memory limit, e.g. `128MB` or `1GiB`;
 /// checked, so nothing but a size reaches the SQL.

@@ -108,10 +108,14 @@ fn schema_has_exactly_the_specified_columns_and_a_version() {
         .query_row("SELECT enum_range(NULL::run_status)::VARCHAR", [], |r| r.get(0))
         .unwrap();
     assert_eq!(values, "[PENDING, RUNNING, WAITING, COMPLETED, FAILED, CRASHED]");
+    assert_eq!(
+        names("publisher_gap"),
+        ["publisher_id", "first_seq", "last_seq", "timestamp_ms"]
+    );
     drop(conn);
     // Opening again is idempotent.
     let again = Store::open(&path).unwrap();
-    assert_eq!(again.schema_version().unwrap(), 1);
+    assert_eq!(again.schema_version().unwrap(), 2);
 }
 
 #[test]
@@ -127,9 +131,33 @@ fn a_file_from_a_newer_version_is_refused() {
         Store::open(&path),
         Err(Error::SchemaTooNew {
             found: 99,
-            supported: 1
+            supported: cdktr_store::SCHEMA_VERSION
         })
     ));
+}
+
+#[test]
+fn a_version_1_file_is_migrated_to_the_current_schema_keeping_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    drop(Store::open(&path).unwrap());
+    // Make it a version 1 file, as the first release wrote it.
+    let conn = duckdb::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TABLE publisher_gap; DELETE FROM cdktr_schema_version WHERE version > 1;
+         INSERT INTO publisher_watermark VALUES ('p', 7, 0);",
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), cdktr_store::SCHEMA_VERSION);
+    assert_eq!(store.publisher_watermark("p").unwrap(), 7, "rows kept");
+    drop(store);
+    let conn = duckdb::Connection::open(&path).unwrap();
+    let gaps: i64 = conn
+        .query_row("SELECT count(*) FROM publisher_gap", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(gaps, 0);
 }
 
 #[test]
@@ -496,6 +524,75 @@ fn a_failing_database_keeps_taking_input_within_its_cap_and_a_replay_fills_the_g
     payloads.sort();
     payloads.dedup();
     assert_eq!(payloads.len(), 1000, "each line exactly once");
+}
+
+#[test]
+fn lines_declared_lost_let_the_stream_after_them_in_and_are_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gap.db");
+    let store = Store::open(&path).unwrap();
+    let config = PersisterConfig {
+        flush_interval: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let persister = Persister::start(&store, config).unwrap();
+    let tx = persister.sender();
+    let replaying = |seq: u64| Envelope {
+        replays: true,
+        ..env("r", seq, message(seq as usize))
+    };
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let end = Instant::now() + WAIT;
+        while !done() {
+            assert!(Instant::now() < end, "{what}: {:?}", persister.stats());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    for seq in 1..=3 {
+        tx.send(replaying(seq)).unwrap();
+    }
+    wait("1-3 taken", &|| persister.watermark("r").accepted == 3);
+    // 4-6 will never come: 7-9 wait behind them.
+    for seq in 7..=9 {
+        tx.send(replaying(seq)).unwrap();
+    }
+    wait("7-9 refused", &|| persister.stats().gaps == 3);
+    // A declaration that starts past what is taken changes nothing.
+    persister.declare_lost("r".into(), 5, 6);
+    persister.declare_lost("r".into(), 4, 6);
+    persister.declare_lost("r".into(), 4, 6);
+    wait("the declaration written", &|| persister.watermark("r").persisted == 6);
+    for seq in 4..=9 {
+        tx.send(replaying(seq)).unwrap();
+    }
+    wait("7-9 taken", &|| persister.watermark("r").persisted == 9);
+    let stats = persister.shutdown().unwrap();
+    assert_eq!(
+        (stats.persisted, stats.declared_lost, stats.duplicates),
+        (6, 3, 3),
+        "{stats:?}"
+    );
+    let mut payloads: Vec<_> = store
+        .query_logs(&all_of(LogQuery::default()))
+        .unwrap()
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
+    payloads.sort();
+    let expected: Vec<_> = [1, 2, 3, 7, 8, 9].map(|i| message(i).payload).to_vec();
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(payloads, expected);
+    drop(store);
+    let conn = duckdb::Connection::open(&path).unwrap();
+    let gaps: Vec<(String, u64, u64)> = conn
+        .prepare("SELECT publisher_id, first_seq, last_seq FROM publisher_gap")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(gaps, [("r".to_string(), 4, 6)]);
 }
 
 #[test]

@@ -243,6 +243,20 @@ impl ApiClient {
         self.expect(update, |r| matches!(r, Response::Accepted).then_some(()))
     }
 
+    /// Tells the principal that lines `first..=last` of `publisher_id` will
+    /// never come, so that it takes the lines after them. It does so only
+    /// when it has everything before `first`; asking again is harmless.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call); [`Error::Api`].
+    pub fn declare_lost(&mut self, publisher_id: &str, first: u64, last: u64) -> Result<()> {
+        self.accepted(&Request::DeclareLost {
+            publisher_id: publisher_id.into(),
+            first,
+            last,
+        })
+    }
+
     /// How far a publisher's stream has come (zeros for one never seen).
     /// With `flush`, the principal also writes what it holds of it now.
     ///

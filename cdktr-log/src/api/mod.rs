@@ -131,6 +131,18 @@ pub enum Request {
         #[serde(default)]
         flush: bool,
     },
+    /// Lines `first..=last` of a replaying publisher are gone for good
+    /// (its spool was torn when it was killed); replies
+    /// [`Response::Accepted`]. The principal records them as lost and takes
+    /// the lines after them, once it has every line before `first`.
+    DeclareLost {
+        /// The publisher.
+        publisher_id: String,
+        /// The first lost sequence number, from 1.
+        first: u64,
+        /// The last lost sequence number, at least `first`.
+        last: u64,
+    },
     /// Every counter of the principal; replies [`Response::Stats`].
     Stats {},
 }
@@ -148,12 +160,13 @@ impl Request {
             Request::TaskStatusUpdate { .. } => "TaskStatusUpdate",
             Request::Heartbeat { .. } => "Heartbeat",
             Request::GetPublisherWatermark { .. } => "GetPublisherWatermark",
+            Request::DeclareLost { .. } => "DeclareLost",
             Request::Stats {} => "Stats",
         }
     }
 
     /// Every operation's name.
-    pub const OPS: [&'static str; 10] = [
+    pub const OPS: [&'static str; 11] = [
         "Ping",
         "QueryLogs",
         "CountLogs",
@@ -163,6 +176,7 @@ impl Request {
         "TaskStatusUpdate",
         "Heartbeat",
         "GetPublisherWatermark",
+        "DeclareLost",
         "Stats",
     ];
 
@@ -209,6 +223,9 @@ pub struct PrincipalStats {
     /// Lines of replaying publishers dropped after a gap, awaiting the
     /// re-send.
     pub gaps: u64,
+    /// Lines their publishers declared lost for good (recorded in
+    /// `publisher_gap`).
+    pub declared_lost: u64,
     /// Lines shed while writes failed and the persister was full.
     pub shed: u64,
     /// Batch writes that failed (and were kept for retry).
@@ -349,6 +366,11 @@ mod tests {
             Request::GetPublisherWatermark {
                 publisher_id: "p".into(),
                 flush: true,
+            },
+            Request::DeclareLost {
+                publisher_id: "p".into(),
+                first: 3,
+                last: 9,
             },
             Request::Stats {},
         ];

@@ -3,7 +3,7 @@
 //! holds up sending.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::api::Poller;
@@ -25,6 +25,8 @@ struct Marks {
     wanted: AtomicBool,
     /// Someone waits on the principal's writes: ask it to write now.
     urgent: AtomicBool,
+    /// Lines to declare lost, first and last, until the principal passes them.
+    lost: Mutex<Option<(u64, u64)>>,
 }
 
 pub(super) struct Acks {
@@ -39,6 +41,12 @@ impl Acks {
         let poller = Poller::start("log-acks", api, Duration::from_secs(1), ACK_POLL, move |client| {
             if !m.wanted.load(Relaxed) {
                 return;
+            }
+            let lost = *m.lost.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((first, last)) = lost {
+                if let Err(e) = client.call(|c| c.declare_lost(&publisher_id, first, last)) {
+                    log::debug!("log publisher {publisher_id}: declaring lines lost: {e}");
+                }
             }
             match client.call(|c| c.watermark_flushing(&publisher_id, m.urgent.load(Relaxed))) {
                 Ok(mark) => {
@@ -62,6 +70,11 @@ impl Acks {
     pub fn want(&self, waiting: bool, urgent: bool) {
         self.marks.wanted.store(waiting, Relaxed);
         self.marks.urgent.store(waiting && urgent, Relaxed);
+    }
+
+    /// Tells the principal, at each poll, that these lines will never come.
+    pub fn declare_lost(&self, lines: Option<(u64, u64)>) {
+        *self.marks.lost.lock().unwrap_or_else(|e| e.into_inner()) = lines;
     }
 
     /// The latest watermark; `None` until the principal has answered once.

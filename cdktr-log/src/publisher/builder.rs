@@ -11,7 +11,6 @@ use crossbeam_channel::{bounded, Receiver};
 use super::acknowledged::Acknowledged;
 use super::acks::Acks;
 use super::best_effort::BestEffort;
-use super::retention::Overflow;
 use super::socket::{PushSocket, SEND_HWM};
 use super::spool::Spool;
 use super::worker::{Core, Delivery, Worker};
@@ -80,15 +79,17 @@ impl PublisherBuilder {
     }
 
     /// Most bytes held in memory (default 64 MiB). Past it, acknowledged
-    /// mode spills to the spool directory; best effort drops and counts.
+    /// mode reads lines back from the spool as memory frees; best effort
+    /// drops and counts.
     pub fn buffer_bytes(mut self, bytes: usize) -> Self {
         self.buffer_bytes = bytes;
         self
     }
 
-    /// Where acknowledged mode spills (default `$HOME/.cdktr/spool`). A
-    /// publisher started on a directory re-sends what dead publishers left
-    /// in it.
+    /// Where acknowledged mode writes every line until the principal has
+    /// persisted it (default `$HOME/.cdktr/spool`), so that a killed
+    /// process loses none. A publisher started on a directory re-sends what
+    /// dead publishers left in it.
     pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.spool_dir = Some(dir.into());
         self
@@ -194,16 +195,17 @@ impl PublisherBuilder {
         let delivery = match &self.api {
             None => Delivery::BestEffort(BestEffort::new(self.buffer_bytes)),
             Some(api) => {
-                let overflow = Overflow {
-                    spool: adopted,
-                    dir: self.spool_path(),
-                    cap: self.spool_bytes,
+                let dir = self.spool_path();
+                let spool = match adopted {
+                    Some(s) => s,
+                    None => own_spool(&dir, &publisher_id)?,
                 };
                 let acks = Acks::start(api, publisher_id.clone())?;
                 Delivery::Acknowledged(Box::new(Acknowledged::new(
                     acks,
                     self.buffer_bytes,
-                    overflow,
+                    spool,
+                    self.spool_bytes,
                     self.stall_timeout,
                 )))
             }
@@ -223,6 +225,19 @@ fn spawn(worker: Worker) -> Result<JoinHandle<()>> {
             name: "publisher",
             source,
         })
+}
+
+/// A new publisher's spool: its id is new, so it has no segments.
+fn own_spool(dir: &std::path::Path, publisher_id: &str) -> Result<Spool> {
+    let in_use = |why: String| spool_error(dir, std::io::Error::other(why));
+    match Spool::open(dir, publisher_id).map_err(|e| spool_error(dir, e))? {
+        None => Err(in_use(format!("a live publisher named {publisher_id} holds its spool"))),
+        Some(s) if !s.is_empty() => Err(in_use(format!(
+            "an earlier publisher named {publisher_id} left lines in the spool; \
+             publisher ids must never be reused (start with a new id to have them sent)"
+        ))),
+        Some(s) => Ok(s),
+    }
 }
 
 fn spool_error(dir: &std::path::Path, source: std::io::Error) -> Error {

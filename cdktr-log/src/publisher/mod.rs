@@ -8,7 +8,7 @@ mod best_effort;
 mod builder;
 mod retention;
 mod socket;
-mod spool;
+pub(crate) mod spool;
 mod stats;
 mod worker;
 
@@ -194,6 +194,22 @@ impl LogPublisher {
             Ok(()) => Ok(()),
             Err(RecvTimeoutError::Timeout) => Err(Error::FlushTimeout(timeout)),
             Err(RecvTimeoutError::Disconnected) => Err(Error::Closed("publisher")),
+        }
+    }
+
+    /// Waits until the spools of dead publishers this one adopted at start
+    /// are sent and acknowledged (their threads end then); true if they
+    /// are, false at the timeout.
+    pub fn wait_adopted(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.orphans.iter().all(|(_, t)| t.is_finished()) {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

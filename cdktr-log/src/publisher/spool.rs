@@ -1,5 +1,5 @@
-//! The publisher's spill to disk: an append-only queue of encoded messages
-//! in segment files, read back in order and deleted once read.
+//! The publisher's spool: a write-ahead log of encoded messages in segment
+//! files, deleted once the principal has persisted them.
 //!
 //! Files for publisher `P` live in the spool directory as
 //! `<hex(P)>.lock` (held locked while a publisher owns them) and
@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// An encoded message: topic and body in one allocation.
@@ -35,25 +35,60 @@ impl Pending {
 
 /// Records larger than this are taken as corruption.
 const MAX_RECORD: u32 = 64 << 20;
-/// A new segment is started past this size, so that read segments can be
-/// deleted while writing goes on.
+/// A new segment is started past this size, so that acknowledged segments
+/// can be deleted while writing goes on.
 const SEGMENT_BYTES: u64 = 16 << 20;
-/// Segment numbers start in the middle, so that messages still in memory
-/// at shutdown can be written before the existing segments.
+/// Segment numbers start in the middle of the range, as earlier versions
+/// wrote segments before the first one.
 const FIRST_SEGMENT: u64 = 1 << 40;
+/// Most bytes held for writing: past it they are written at once, and
+/// while writes fail (a full disk) no more is taken (see [`Spool::append`]).
+const MAX_UNWRITTEN: usize = 8 << 20;
+/// The size of a record's header.
+pub(crate) const HEADER: u64 = 16;
 
+/// A publisher's write-ahead log: every line it accepts is appended (in
+/// batches, one `write` per batch), lines past the memory cap are read back
+/// from it, and a segment is deleted once the principal has persisted all
+/// its lines. A killed publisher's spool so holds every line it had
+/// accepted and the principal had not persisted, for the next publisher on
+/// the directory to send. Nothing is ever rewritten: reading a spool again
+/// is harmless.
 pub(crate) struct Spool {
     dir: PathBuf,
     stem: String,
-    /// Segment numbers, oldest first.
-    segments: VecDeque<u64>,
-    writer: Option<(u64, BufWriter<File>, u64)>,
-    reader: Option<(u64, BufReader<File>)>,
-    /// Bytes written and not yet read back.
-    pub bytes: u64,
-    /// Records written and not yet read back.
-    pub records: u64,
+    /// Oldest first.
+    segments: VecDeque<Segment>,
+    /// The last segment, open for appending.
+    writer: Option<Writer>,
+    /// Records appended to the writer's segment and not yet written.
+    unwritten: Vec<u8>,
+    /// The first record not held in memory; `None` when memory holds
+    /// everything after what was acknowledged.
+    reader: Option<Reader>,
+    /// Bytes in segment files and unwritten.
+    bytes: u64,
     _lock: File,
+}
+
+struct Segment {
+    n: u64,
+    bytes: u64,
+    /// The highest sequence number written to or read from it.
+    last_seq: u64,
+}
+
+struct Writer {
+    n: u64,
+    file: File,
+    /// Bytes in the file: record boundaries only.
+    written: u64,
+}
+
+struct Reader {
+    n: u64,
+    offset: u64,
+    file: Option<BufReader<File>>,
 }
 
 fn hex(s: &str) -> String {
@@ -73,8 +108,8 @@ fn unhex(s: &str) -> Option<String> {
 
 impl Spool {
     /// Takes the spool of `publisher_id` in `dir` (creating both), with
-    /// whatever segments a previous owner left. `None` when another live
-    /// publisher holds it.
+    /// whatever segments a previous owner left, all to be read. `None` when
+    /// another live publisher holds it.
     pub fn open(dir: &Path, publisher_id: &str) -> io::Result<Option<Spool>> {
         fs::create_dir_all(dir)?;
         let stem = hex(publisher_id);
@@ -89,7 +124,7 @@ impl Spool {
             Err(fs::TryLockError::Error(e)) => return Err(e),
         }
         let mut segments = Vec::new();
-        let (mut bytes, prefix) = (0, format!("{stem}."));
+        let prefix = format!("{stem}.");
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
@@ -101,19 +136,23 @@ impl Spool {
             else {
                 continue;
             };
-            bytes += entry.metadata()?.len();
-            segments.push(n);
+            let bytes = entry.metadata()?.len();
+            segments.push(Segment { n, bytes, last_seq: 0 });
         }
-        segments.sort_unstable();
+        segments.sort_unstable_by_key(|s| s.n);
+        let reader = segments.first().map(|s| Reader {
+            n: s.n,
+            offset: 0,
+            file: None,
+        });
         Ok(Some(Spool {
             dir: dir.to_owned(),
             stem,
+            bytes: segments.iter().map(|s| s.bytes).sum(),
             segments: segments.into(),
             writer: None,
-            reader: None,
-            bytes,
-            // Unknown until read; non-zero so that the spool reads as not empty.
-            records: u64::from(bytes > 0),
+            unwritten: Vec::new(),
+            reader,
             _lock: lock,
         }))
     }
@@ -158,86 +197,160 @@ impl Spool {
         self.dir.join(format!("{}.{n:020}.seg", self.stem))
     }
 
+    /// No segment left: everything written was acknowledged.
     pub fn is_empty(&self) -> bool {
-        self.records == 0 && self.bytes == 0
+        self.segments.is_empty()
     }
 
-    /// Appends a message.
-    pub fn push(&mut self, p: &Pending) -> io::Result<()> {
-        let full = self.writer.as_ref().is_none_or(|(_, _, len)| *len >= SEGMENT_BYTES);
-        if full {
-            let n = self.segments.back().map_or(FIRST_SEGMENT, |n| n + 1);
+    /// Bytes in the spool directory and waiting to be written.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Some records are only in the spool, not in memory.
+    pub fn is_behind(&self) -> bool {
+        self.reader.is_some()
+    }
+
+    /// Appends a record, to be written at the next [`flush`](Self::flush).
+    /// `in_memory` says whether the caller also keeps it in memory; if not,
+    /// it is read back by [`read`](Self::read).
+    ///
+    /// # Errors
+    /// `StorageFull` when [`MAX_UNWRITTEN`] bytes wait and cannot be
+    /// written: the record is not taken. A segment that
+    /// cannot be created.
+    pub fn append(&mut self, p: &Pending, in_memory: bool) -> io::Result<()> {
+        if self.unwritten.len() >= MAX_UNWRITTEN && self.flush().is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "spool writes failing and the unwritten buffer is full",
+            ));
+        }
+        let full = self
+            .writer
+            .as_ref()
+            .is_none_or(|w| w.written + self.unwritten.len() as u64 >= SEGMENT_BYTES);
+        if full && self.flush().is_ok() {
+            let n = self.segments.back().map_or(FIRST_SEGMENT, |s| s.n + 1);
             let file = OpenOptions::new().create_new(true).append(true).open(self.path(n))?;
-            self.segments.push_back(n);
-            self.writer = Some((n, BufWriter::with_capacity(1 << 20, file), 0));
+            self.segments.push_back(Segment {
+                n,
+                bytes: 0,
+                last_seq: 0,
+            });
+            self.writer = Some(Writer { n, file, written: 0 });
         }
-        let (_, w, len) = self.writer.as_mut().expect("opened above");
-        let size = write_record(w, p)?;
-        *len += size;
+        let Some(w) = self.writer.as_ref() else {
+            return Err(io::Error::other("no spool segment open"));
+        };
+        if !in_memory && self.reader.is_none() {
+            self.reader = Some(Reader {
+                n: w.n,
+                offset: w.written + self.unwritten.len() as u64,
+                file: None,
+            });
+        }
+        let size = write_record(&mut self.unwritten, p);
+        let seg = self.segments.back_mut().expect("the writer's segment");
+        seg.bytes += size;
+        seg.last_seq = p.seq;
         self.bytes += size;
-        self.records += 1;
         Ok(())
     }
 
-    /// Writes messages in a new segment before every existing one: what is
-    /// still in memory when the publisher stops.
-    pub fn push_front<'a>(&mut self, items: impl Iterator<Item = &'a Pending>) -> io::Result<()> {
-        let n = self.segments.front().map_or(FIRST_SEGMENT, |n| n - 1);
-        let mut w = BufWriter::new(File::create(self.path(n))?);
-        for p in items {
-            self.bytes += write_record(&mut w, p)?;
-            self.records += 1;
-        }
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        self.segments.push_front(n);
-        Ok(())
-    }
-
-    /// Makes everything written visible to readers and to the next owner.
+    /// Writes what was appended: one `write`, into the OS page cache (it
+    /// survives the process, not a power cut). A failed write is undone
+    /// (the file keeps whole records only) and retried at the next call.
     pub fn flush(&mut self) -> io::Result<()> {
-        if let Some((_, w, _)) = self.writer.as_mut() {
-            w.flush()?;
+        let Some(w) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        if self.unwritten.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        match w.file.write_all(&self.unwritten) {
+            Ok(()) => {
+                w.written += self.unwritten.len() as u64;
+                self.unwritten.clear();
+                Ok(())
+            }
+            Err(e) => {
+                let _ = w.file.set_len(w.written);
+                Err(e)
+            }
+        }
     }
 
-    /// The oldest message not yet read back; read segments are deleted.
-    pub fn pop(&mut self) -> io::Result<Option<Pending>> {
+    /// The next record not held in memory, oldest first; `None` once
+    /// memory holds everything (or writes are failing and the rest is not
+    /// written yet).
+    pub fn read(&mut self) -> io::Result<Option<Pending>> {
         loop {
-            let Some(&n) = self.segments.front() else {
-                self.bytes = 0;
-                self.records = 0;
+            let Some(r) = self.reader.as_ref() else {
                 return Ok(None);
             };
-            if self.writer.as_ref().is_some_and(|(w, _, _)| *w == n) {
-                self.flush()?;
+            let (n, offset) = (r.n, r.offset);
+            if let Some(w) = self.writer.as_ref().filter(|w| w.n == n) {
+                if offset >= w.written && !self.unwritten.is_empty() && self.flush().is_err() {
+                    return Ok(None);
+                }
+                let written = self.writer.as_ref().map_or(0, |w| w.written);
+                if offset >= written {
+                    self.reader = None; // caught up
+                    return Ok(None);
+                }
             }
-            if self.reader.as_ref().is_none_or(|(r, _)| *r != n) {
-                self.reader = Some((n, BufReader::with_capacity(1 << 20, File::open(self.path(n))?)));
+            let path = self.path(n);
+            let r = self.reader.as_mut().expect("checked above");
+            if r.file.is_none() {
+                let mut f = File::open(&path)?;
+                f.seek(SeekFrom::Start(offset))?;
+                r.file = Some(BufReader::with_capacity(1 << 20, f));
             }
-            let (_, r) = self.reader.as_mut().expect("opened above");
-            match read_record(r) {
+            let result = read_record(r.file.as_mut().expect("opened above"));
+            match result {
                 Ok(Some(p)) => {
-                    let size = 16 + p.frames.len() as u64;
-                    self.bytes = self.bytes.saturating_sub(size);
-                    self.records = self.records.saturating_sub(1).max(u64::from(self.bytes > 0));
+                    r.offset += HEADER + p.frames.len() as u64;
+                    if let Some(seg) = self.segments.iter_mut().find(|s| s.n == n) {
+                        seg.last_seq = seg.last_seq.max(p.seq);
+                    }
                     return Ok(Some(p));
                 }
                 Ok(None) => {}
                 Err(e) => log::error!("spool {}: unreadable record, rest of segment skipped: {e}", self.stem),
             }
-            // This segment is read to its end.
-            self.reader = None;
-            if self.writer.as_ref().is_some_and(|(w, _, _)| *w == n) {
-                self.writer = None;
-            }
-            fs::remove_file(self.path(n))?;
-            self.segments.pop_front();
+            // The end of a segment: go on with the next one.
+            let next = self.segments.iter().map(|s| s.n).find(|&s| s > n);
+            self.reader = next.map(|n| Reader {
+                n,
+                offset: 0,
+                file: None,
+            });
         }
     }
 
-    /// Deletes the lock file: called once the spool is empty and the owner
-    /// stops, so that nothing is left behind.
+    /// Deletes the segments whose lines are all acknowledged (and read).
+    pub fn release(&mut self, acknowledged: u64) -> io::Result<()> {
+        while let Some(front) = self.segments.front() {
+            let unread = self.reader.as_ref().is_some_and(|r| r.n <= front.n);
+            if unread || front.last_seq > acknowledged {
+                break;
+            }
+            if self.writer.as_ref().is_some_and(|w| w.n == front.n) {
+                self.writer = None;
+                self.unwritten.clear();
+            }
+            let (n, bytes) = (front.n, front.bytes);
+            fs::remove_file(self.path(n))?;
+            self.bytes = self.bytes.saturating_sub(bytes);
+            self.segments.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Deletes the lock file once no segment is left, so that nothing is
+    /// left behind.
     pub fn remove(self) -> io::Result<()> {
         if self.segments.is_empty() {
             fs::remove_file(self.dir.join(format!("{}.lock", self.stem)))?;
@@ -246,15 +359,15 @@ impl Spool {
     }
 }
 
-fn write_record(w: &mut impl Write, p: &Pending) -> io::Result<u64> {
-    w.write_all(&p.seq.to_le_bytes())?;
-    w.write_all(&(p.split as u32).to_le_bytes())?;
-    w.write_all(&(p.frames.len() as u32).to_le_bytes())?;
-    w.write_all(&p.frames)?;
-    Ok(16 + p.frames.len() as u64)
+fn write_record(out: &mut Vec<u8>, p: &Pending) -> u64 {
+    out.extend_from_slice(&p.seq.to_le_bytes());
+    out.extend_from_slice(&(p.split as u32).to_le_bytes());
+    out.extend_from_slice(&(p.frames.len() as u32).to_le_bytes());
+    out.extend_from_slice(&p.frames);
+    HEADER + p.frames.len() as u64
 }
 
-fn read_record(r: &mut impl Read) -> io::Result<Option<Pending>> {
+pub(crate) fn read_record(r: &mut impl Read) -> io::Result<Option<Pending>> {
     let mut head = [0u8; 16];
     match r.read_exact(&mut head) {
         Ok(()) => {}
@@ -292,44 +405,58 @@ mod tests {
         }
     }
 
+    fn segment_files(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_str().unwrap().ends_with(".seg"))
+            .count()
+    }
+
+    fn read_all(s: &mut Spool) -> Vec<u64> {
+        std::iter::from_fn(|| s.read().unwrap()).map(|p| p.seq).collect()
+    }
+
     #[test]
-    fn reads_back_in_order_across_segments_and_deletes_what_it_read() {
+    fn lines_past_memory_are_read_back_in_order_and_acknowledged_segments_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), "pub/1 ✓").unwrap().unwrap();
         assert!(
             Spool::open(dir.path(), "pub/1 ✓").unwrap().is_none(),
             "held by the first"
         );
-        // Three segments' worth.
         let big = (SEGMENT_BYTES / 2) as usize;
+        // 1-2 also in memory, 3-5 only here: three segments' worth.
         for seq in 1..=5 {
-            s.push(&p(seq, big)).unwrap();
+            s.append(&p(seq, big), seq <= 2).unwrap();
         }
+        s.flush().unwrap();
         assert!(s.segments.len() >= 3);
-        assert_eq!(s.pop().unwrap().unwrap().seq, 1);
-        s.push(&p(6, 10)).unwrap();
-        let seqs: Vec<u64> = std::iter::from_fn(|| s.pop().unwrap()).map(|p| p.seq).collect();
-        assert_eq!(seqs, [2, 3, 4, 5, 6]);
+        assert!(s.is_behind());
+        assert_eq!(s.read().unwrap().unwrap().seq, 3);
+        s.append(&p(6, 10), false).unwrap();
+        assert_eq!(read_all(&mut s), [4, 5, 6]);
+        assert!(!s.is_behind(), "caught up");
+        s.release(4).unwrap();
+        assert!(segment_files(dir.path()) < 3, "segments up to 4 deleted");
+        s.release(6).unwrap();
         assert!(s.is_empty());
-        let segs = fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_str().unwrap().ends_with(".seg"));
-        assert_eq!(segs.count(), 0);
+        assert_eq!(s.bytes(), 0);
+        assert_eq!(segment_files(dir.path()), 0);
         s.remove().unwrap();
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left behind");
     }
 
     #[test]
-    fn what_is_left_survives_its_owner_and_a_torn_tail_is_ignored() {
+    fn a_dead_owners_lines_are_all_read_again_by_each_adopter_and_a_torn_tail_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), "a").unwrap().unwrap();
-        for seq in 3..=4 {
-            s.push(&p(seq, 100)).unwrap();
+        // Held in memory by their owner, written all the same.
+        for seq in 1..=4 {
+            s.append(&p(seq, 100), true).unwrap();
         }
-        s.push_front([p(1, 5), p(2, 5)].iter()).unwrap();
         s.flush().unwrap();
+        s.append(&p(5, 100), true).unwrap(); // never written: the owner dies first
         drop(s);
-        // A torn record at the end of the last segment.
         let last = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -338,16 +465,43 @@ mod tests {
             .unwrap();
         OpenOptions::new()
             .append(true)
-            .open(last)
+            .open(&last)
             .unwrap()
             .write_all(&[9, 0, 0])
             .unwrap();
-        assert_eq!(Spool::orphans(dir.path()), ["a"]);
+        let size = fs::metadata(&last).unwrap().len();
+        for _ in 0..2 {
+            assert_eq!(Spool::orphans(dir.path()), ["a"]);
+            let mut s = Spool::open(dir.path(), "a").unwrap().unwrap();
+            assert!(Spool::orphans(dir.path()).is_empty(), "owned again");
+            assert_eq!(read_all(&mut s), [1, 2, 3, 4]);
+            // An adopter that dies before the acknowledgements rewrote nothing.
+            drop(s);
+            assert_eq!(fs::metadata(&last).unwrap().len(), size);
+        }
         let mut s = Spool::open(dir.path(), "a").unwrap().unwrap();
-        assert!(Spool::orphans(dir.path()).is_empty(), "owned again");
-        let seqs: Vec<u64> = std::iter::from_fn(|| s.pop().unwrap()).map(|p| p.seq).collect();
-        assert_eq!(seqs, [1, 2, 3, 4]);
+        assert_eq!(read_all(&mut s), [1, 2, 3, 4]);
+        s.release(4).unwrap();
         s.remove().unwrap();
         assert!(Spool::orphans(dir.path()).is_empty());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn unacknowledged_segments_stay_however_far_reading_went() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), "b").unwrap().unwrap();
+        let big = (SEGMENT_BYTES / 2) as usize;
+        for seq in 1..=4 {
+            s.append(&p(seq, big), false).unwrap();
+        }
+        assert_eq!(read_all(&mut s), [1, 2, 3, 4]);
+        s.release(1).unwrap();
+        let left = segment_files(dir.path());
+        assert!(left >= 1);
+        drop(s);
+        let mut s = Spool::open(dir.path(), "b").unwrap().unwrap();
+        let seqs = read_all(&mut s);
+        assert!(seqs.ends_with(&[2, 3, 4]), "{seqs:?}");
     }
 }

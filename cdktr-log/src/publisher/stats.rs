@@ -20,11 +20,16 @@ pub struct PublisherStats {
     pub buffered: u64,
     /// Bytes held in memory.
     pub buffered_bytes: u64,
-    /// Messages written to the spool directory so far.
+    /// Messages kept only in the spool (past the memory cap) so far;
+    /// acknowledged delivery writes every message there.
     pub spilled: u64,
     /// Bytes in the spool directory now.
     pub spooled_bytes: u64,
     /// Messages left in the spool at shutdown, unacknowledged, for the next
     /// publisher using the directory.
     pub left_in_spool: u64,
+    /// Lines this publisher told the principal are lost for good: numbered,
+    /// then gone from memory and spool before being stored (a spool torn
+    /// when its owner was killed, or unwritable).
+    pub declared_lost: u64,
 }

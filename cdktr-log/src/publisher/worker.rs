@@ -287,19 +287,20 @@ impl Worker {
                 self.core.stats.dropped += 1;
             }
         }
-        let best_effort = match &mut self.delivery {
-            Delivery::BestEffort(b) => {
+        // The spool's size as it is left.
+        self.publish_stats();
+        let best_effort = match self.delivery {
+            Delivery::BestEffort(mut b) => {
                 b.abandon(&mut self.core);
                 true
             }
+            // Stops polling for acknowledgements before the socket goes.
             Delivery::Acknowledged(a) => {
-                a.keep_unacknowledged(&mut self.core);
+                a.finish(&mut self.core);
                 false
             }
         };
-        self.publish_stats();
-        // Stop polling for acknowledgements before the socket goes.
-        drop(self.delivery);
+        self.shared.publish(&self.core.stats);
         // Let ZeroMQ finish writing what it holds, up to the deadline.
         let linger = deadline.map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()));
         let gave_up = self.socket.close(linger);

@@ -93,6 +93,9 @@ pub struct PersisterStats {
     /// Messages of replaying publishers dropped because they followed a
     /// gap; the publisher re-sends from the gap.
     pub gaps: u64,
+    /// Lines their publishers declared lost for good
+    /// ([`Persister::declare_lost`]).
+    pub declared_lost: u64,
     /// Messages dropped because writes were failing and `max_pending` were
     /// held.
     pub shed: u64,
@@ -134,6 +137,7 @@ enum Ctrl {
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     FailWrites(u32),
     FlushSoon,
+    DeclareLost(String, u64, u64),
 }
 
 impl Persister {
@@ -217,6 +221,16 @@ impl Persister {
     /// retry pace).
     pub fn flush_soon(&self) {
         let _ = self.ctrl.try_send(Ctrl::FlushSoon);
+    }
+
+    /// Records that lines `first..=last` of `publisher_id` will never come:
+    /// once every line before `first` is taken, the mark moves past `last`
+    /// (so the lines after are taken), the loss is counted in
+    /// `declared_lost` and written to `publisher_gap` with the next batch.
+    /// Declaring before the earlier lines are in does nothing (the
+    /// publisher declares again); declaring twice is harmless.
+    pub fn declare_lost(&self, publisher_id: String, first: u64, last: u64) {
+        let _ = self.ctrl.try_send(Ctrl::DeclareLost(publisher_id, first, last));
     }
 
     /// The counters as of now.

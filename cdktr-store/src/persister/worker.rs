@@ -33,6 +33,8 @@ pub(super) struct Worker {
     /// Highest sequence number accepted (pending or written) per publisher.
     marks: HashMap<String, u64>,
     pending: Vec<Envelope>,
+    /// Lines declared lost, to be written with the next batch.
+    lost: Vec<(String, u64, u64)>,
     stats: PersisterStats,
     counters: Arc<StatsCell<PersisterStats>>,
     written: Marks,
@@ -61,6 +63,7 @@ impl Worker {
             config,
             marks,
             pending: Vec::new(),
+            lost: Vec::new(),
             stats: PersisterStats::default(),
             counters,
             written,
@@ -117,13 +120,18 @@ impl Worker {
                             next_flush = Instant::now();
                         }
                     }
+                    Ok(Ctrl::DeclareLost(publisher, first, last)) => {
+                        if self.declare_lost(publisher, first, last) && !self.failing {
+                            next_flush = Instant::now();
+                        }
+                    }
                     Ok(Ctrl::Shutdown) | Err(_) => return self.finish(),
                 },
                 default(timeout) => {}
             }
             let due = Instant::now() >= next_flush;
             if due || (!self.failing && self.pending.len() >= self.config.batch_size) {
-                if !self.pending.is_empty() {
+                if !self.pending.is_empty() || !self.lost.is_empty() {
                     if let Err(e) = self.flush() {
                         log::error!(
                             "persister: write failed, {} row(s) kept for retry: {e}",
@@ -171,6 +179,24 @@ impl Worker {
         }
     }
 
+    /// Moves the mark past lines that will never come; true if it moved.
+    fn declare_lost(&mut self, publisher: String, first: u64, last: u64) -> bool {
+        let accepted = self.marks.get(&publisher).copied().unwrap_or(0);
+        if first == 0 || first > accepted + 1 || last <= accepted {
+            return false; // lines before it still to come, or nothing new
+        }
+        let from = accepted + 1;
+        log::warn!(
+            "persister: publisher {publisher} declared lines {from}..={last} lost ({} line(s))",
+            last - accepted
+        );
+        self.stats.declared_lost += last - accepted;
+        self.marks.insert(publisher.clone(), last);
+        self.lost.push((publisher, from, last));
+        self.dirty = true;
+        true
+    }
+
     /// Shares the accepted marks with the API, at most every few ms.
     fn share_marks(&mut self) {
         if !self.dirty || self.shared_at.elapsed() < SHARE_EVERY {
@@ -204,7 +230,7 @@ impl Worker {
     }
 
     fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.lost.is_empty() {
             return Ok(());
         }
         let start = Instant::now();
@@ -213,6 +239,10 @@ impl Worker {
             let m = marks.entry(&e.publisher_id).or_default();
             *m = (*m).max(e.seq);
         }
+        for (publisher, _, last) in &self.lost {
+            let m = marks.entry(publisher).or_default();
+            *m = (*m).max(*last);
+        }
         let result = if self.inject_failures > 0 {
             self.inject_failures -= 1;
             Err(Error::Db {
@@ -220,7 +250,7 @@ impl Worker {
                 source: duckdb::Error::ToSqlConversionFailure("injected write failure".into()),
             })
         } else {
-            write_batch(&mut self.conn, &self.pending, &marks).map_err(Error::db("writing a batch"))
+            write_batch(&mut self.conn, &self.pending, &self.lost, &marks).map_err(Error::db("writing a batch"))
         };
         match result {
             Ok(()) => {
@@ -235,6 +265,7 @@ impl Worker {
                 self.stats.batches += 1;
                 self.stats.last_flush = start.elapsed();
                 self.pending.clear();
+                self.lost.clear();
                 self.failing = false;
             }
             Err(_) => {
@@ -276,7 +307,12 @@ impl Worker {
 }
 
 /// Writes the batch and each publisher's new mark in one transaction.
-fn write_batch(conn: &mut Connection, batch: &[Envelope], marks: &HashMap<&str, u64>) -> duckdb::Result<()> {
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[Envelope],
+    lost: &[(String, u64, u64)],
+    marks: &HashMap<&str, u64>,
+) -> duckdb::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut app = tx.appender("logstore")?;
@@ -303,6 +339,13 @@ fn write_batch(conn: &mut Connection, batch: &[Envelope], marks: &HashMap<&str, 
             app.append_row(params![*publisher, *seq, now])?;
         }
         app.flush()?;
+        if !lost.is_empty() {
+            let mut app = tx.appender("publisher_gap")?;
+            for (publisher, first, last) in lost {
+                app.append_row(params![publisher, *first, *last, now])?;
+            }
+            app.flush()?;
+        }
     }
     tx.commit()
 }
