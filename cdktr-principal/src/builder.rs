@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cdktr_log::config::{env, process_env, Lookup};
 use cdktr_log::{ApiConfig, BusConfig, LogManager};
-use cdktr_store::persister::ENV_FLUSH_INTERVAL_MS;
+use cdktr_store::persister::{MinFreeSpace, ENV_FLUSH_INTERVAL_MS, ENV_MIN_FREE_SPACE};
 use cdktr_store::{Location, MemoryLimit, Persister, PersisterConfig, Store};
 
 use crate::{
@@ -82,6 +82,9 @@ impl PrincipalBuilder {
         }
         if let Some(interval) = env(ENV_FLUSH_INTERVAL_MS, get)? {
             b.persister.flush_interval = interval;
+        }
+        if let Some(min) = env(ENV_MIN_FREE_SPACE, get)? {
+            b.persister.min_free_space = min;
         }
         if let Some(timeout) = env(ENV_HEARTBEAT_TIMEOUT_MS, get)? {
             b.heartbeat_timeout = timeout;
@@ -178,6 +181,13 @@ impl PrincipalBuilder {
     /// The flush interval of the persister.
     pub fn flush_interval(mut self, interval: Duration) -> Self {
         self.persister.flush_interval = interval;
+        self
+    }
+
+    /// The free space kept on the database's filesystem: under it, writes
+    /// pause (default: the smaller of 1 GiB and 5%).
+    pub fn min_free_space(mut self, min: MinFreeSpace) -> Self {
+        self.persister.min_free_space = min;
         self
     }
 

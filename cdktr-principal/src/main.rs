@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cdktr_log::config::{Setting, ENV_HOST, ENV_LISTENING_PORT, ENV_PRINCIPAL_PORT, ENV_PUBLISHING_PORT};
 use cdktr_principal::{PrincipalBuilder, ENV_DB_PATH, ENV_HEARTBEAT_TIMEOUT_MS};
-use cdktr_store::persister::ENV_FLUSH_INTERVAL_MS;
+use cdktr_store::persister::{MinFreeSpace, ENV_FLUSH_INTERVAL_MS, ENV_MIN_FREE_SPACE};
 use cdktr_store::Location;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Command};
@@ -64,6 +64,13 @@ fn cli() -> Command {
             "Longest a line waits to be written, e.g. 500ms, 30s (the variable: milliseconds) [default: 30s]",
         ))
         .arg(setting(
+            "min-free-space",
+            ENV_MIN_FREE_SPACE,
+            "SIZE",
+            "Free space kept on the database's filesystem; under it writes pause, e.g. 2GiB, 5%, 0 for never \
+             [default: the smaller of 1GiB and 5%]",
+        ))
+        .arg(setting(
             "heartbeat-timeout",
             ENV_HEARTBEAT_TIMEOUT_MS,
             "DURATION",
@@ -111,6 +118,11 @@ fn builder(m: &ArgMatches) -> Result<PrincipalBuilder, Box<dyn std::error::Error
     }
     if let Some(d) = flag(m, "flush-interval", duration)? {
         b = b.flush_interval(d);
+    }
+    if let Some(min) = flag(m, "min-free-space", |s| {
+        MinFreeSpace::parse_setting(s).map_err(String::from)
+    })? {
+        b = b.min_free_space(min);
     }
     if let Some(d) = flag(m, "heartbeat-timeout", duration)? {
         b = b.heartbeat_timeout(d);

@@ -182,6 +182,9 @@ fn snapshot(manager: &LogManager, persister: &Persister, c: &Counters, started: 
         shed: p.shed,
         failed_flushes: p.failed_flushes,
         batches: p.batches,
+        reopened: p.reopened,
+        space_low: p.space_low,
+        free_space_bytes: p.free_space_bytes,
         live_agents: c.live_agents.load(Relaxed),
         crashed: c.crashed.load(Relaxed),
         requests: c.requests.load(Relaxed),
@@ -355,7 +358,7 @@ impl ApiThread {
                 workflow_instance_id,
                 status,
                 timestamp_ms,
-            } => written(self.store.record_workflow_status(
+            } => self.written(self.store.record_workflow_status(
                 &workflow_id,
                 &workflow_instance_id,
                 status,
@@ -367,7 +370,7 @@ impl ApiThread {
                 workflow_instance_id,
                 status,
                 timestamp_ms,
-            } => written(self.store.record_task_status(
+            } => self.written(self.store.record_task_status(
                 &task_id,
                 &task_instance_id,
                 &workflow_instance_id,
@@ -376,6 +379,21 @@ impl ApiThread {
             )),
         };
         self.reply(envelope, &response);
+    }
+
+    /// The reply to a status update. A refused one is retried by its
+    /// sender; a database DuckDB invalidated is opened again first, so that
+    /// the retry can succeed.
+    fn written(&self, result: cdktr_store::Result<()>) -> Response {
+        match result {
+            Ok(()) => Response::Accepted,
+            Err(e) => {
+                if let Err(why) = self.store.recover() {
+                    log::error!("principal: the database is invalidated and cannot be reopened yet: {why}");
+                }
+                Response::error(ErrorKind::Database, e.to_string())
+            }
+        }
     }
 
     fn dispatch(&self, job: Job) {
@@ -393,13 +411,6 @@ impl ApiThread {
                 &Response::error(ErrorKind::ShuttingDown, "the query workers have stopped"),
             ),
         }
-    }
-}
-
-fn written(result: cdktr_store::Result<()>) -> Response {
-    match result {
-        Ok(()) => Response::Accepted,
-        Err(e) => Response::error(ErrorKind::Database, e.to_string()),
     }
 }
 

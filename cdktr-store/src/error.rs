@@ -60,6 +60,14 @@ pub enum Error {
         source: duckdb::Error,
     },
 
+    /// Writes are paused: the database's filesystem has less free space
+    /// than the persister keeps ([`crate::PersisterConfig::min_free_space`]).
+    #[error("writes paused: {free} bytes free on the database's filesystem, under the space kept free")]
+    SpaceLow {
+        /// Free bytes when last looked at.
+        free: u64,
+    },
+
     /// The persister's thread could not be started.
     #[error("cannot start the persister thread: {0}")]
     Spawn(std::io::Error),

@@ -69,7 +69,7 @@ pub mod status;
 mod store;
 
 pub use error::{Error, Result};
-pub use persister::{Persister, PersisterConfig, PersisterStats};
+pub use persister::{MinFreeSpace, Persister, PersisterConfig, PersisterStats};
 pub use query::{Cursor, LevelFilter, LogPage, LogQuery, Order};
 pub use status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
 pub use store::{Location, MemoryLimit, Store, SCHEMA_VERSION};

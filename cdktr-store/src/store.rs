@@ -1,7 +1,9 @@
 //! Opening the database and keeping its schema.
 
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use duckdb::Connection;
 
@@ -101,9 +103,45 @@ pub enum Location {
 /// row. A `Store` serializes its own calls; for concurrent work take more
 /// handles with [`try_clone`](Self::try_clone), each its own DuckDB
 /// connection to the same database.
+///
+/// A database DuckDB has invalidated (a fatal error, such as a checkpoint
+/// failing on a full disk) refuses everything until it is opened again;
+/// [`recover`](Self::recover) does that, for every handle.
 pub struct Store {
-    conn: Mutex<Connection>,
+    shared: Arc<Shared>,
+    conn: Mutex<Handle>,
+}
+
+/// What the handles on one database share.
+struct Shared {
     location: Location,
+    /// Bumped at each reopen; a handle of an older one clones anew.
+    generation: AtomicU64,
+    /// A connection to the newest instance, new handles are cloned from it.
+    root: Mutex<Connection>,
+    /// `SET` statements made through any handle, made again after a reopen.
+    settings: Mutex<Vec<String>>,
+}
+
+struct Handle {
+    generation: u64,
+    conn: Connection,
+}
+
+/// A handle's connection, locked.
+pub(crate) struct Conn<'a>(MutexGuard<'a, Handle>);
+
+impl Deref for Conn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.0.conn
+    }
+}
+
+impl DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.0.conn
+    }
 }
 
 impl Store {
@@ -167,14 +205,85 @@ impl Store {
             .try_clone()
             .map_err(Error::db("opening another connection"))?;
         Ok(Store {
-            conn: Mutex::new(conn),
-            location: self.location.clone(),
+            conn: Mutex::new(Handle {
+                generation: self.shared.generation.load(SeqCst),
+                conn,
+            }),
+            shared: self.shared.clone(),
         })
     }
 
     /// Where the data lives.
     pub fn location(&self) -> &Location {
-        &self.location
+        &self.shared.location
+    }
+
+    /// Whether DuckDB has invalidated the database after a fatal error:
+    /// then every statement fails until it is opened again.
+    pub fn is_invalidated(&self) -> bool {
+        let root = self.shared.root.lock().unwrap_or_else(|e| e.into_inner());
+        invalidated(&root)
+    }
+
+    /// Opens a file database again if DuckDB has invalidated it; every
+    /// handle moves to the new instance at its next call, and the settings
+    /// made through any handle are made again. True if it was reopened.
+    /// Only the newest instance is ever written: an invalidated one writes
+    /// nothing. An in-memory database cannot be reopened (its data would be
+    /// gone).
+    ///
+    /// # Errors
+    /// [`Error::Open`] while the file cannot be opened yet (retry later).
+    pub fn recover(&self) -> Result<bool> {
+        let mut root = self.shared.root.lock().unwrap_or_else(|e| e.into_inner());
+        if !invalidated(&root) {
+            return Ok(false);
+        }
+        self.reopen(&mut root)?;
+        Ok(true)
+    }
+
+    /// Reopens whether or not DuckDB invalidated the database: for tests of
+    /// the recovery path (the `testing` feature). Never call it while
+    /// another handle writes.
+    ///
+    /// # Errors
+    /// As [`recover`](Self::recover).
+    #[cfg(feature = "testing")]
+    pub fn reopen_now(&self) -> Result<()> {
+        let mut root = self.shared.root.lock().unwrap_or_else(|e| e.into_inner());
+        self.reopen(&mut root)
+    }
+
+    fn reopen(&self, root: &mut Connection) -> Result<()> {
+        let Location::File(path) = &self.shared.location else {
+            return Err(Error::Open {
+                path: ":memory:".into(),
+                reason: "an in-memory database cannot be reopened".into(),
+            });
+        };
+        let fresh = Connection::open_with_flags(path, config()?).map_err(|e| Error::Open {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let settings = self.shared.settings.lock().unwrap_or_else(|e| e.into_inner());
+        for sql in settings.iter() {
+            fresh.execute_batch(sql).map_err(Error::db("applying settings again"))?;
+        }
+        *root = fresh;
+        let generation = self.shared.generation.fetch_add(1, SeqCst) + 1;
+        log::warn!(
+            "store: reopened {} after DuckDB invalidated it (generation {generation})",
+            path.display()
+        );
+        Ok(())
+    }
+
+    /// Runs a `SET` statement and keeps it for reopens.
+    fn set(&self, sql: String, op: &'static str) -> Result<()> {
+        self.conn().execute_batch(&sql).map_err(Error::db(op))?;
+        self.shared.settings.lock().unwrap_or_else(|e| e.into_inner()).push(sql);
+        Ok(())
     }
 
     /// Caps the memory DuckDB's buffer manager uses for this database
@@ -188,9 +297,7 @@ impl Store {
     pub fn set_memory_limit(&self, limit: &str) -> Result<()> {
         let size = MemoryLimit::parse_setting(limit.trim())
             .map_err(|why| Error::InvalidQuery(format!("memory limit {limit:?}: {why}")))?;
-        self.conn()
-            .execute_batch(&format!("SET memory_limit = '{}'", size.0))
-            .map_err(Error::db("setting the memory limit"))
+        self.set(format!("SET memory_limit = '{}'", size.0), "setting the memory limit")
     }
 
     /// How many threads DuckDB uses for this database's queries and writes.
@@ -198,9 +305,7 @@ impl Store {
     /// # Errors
     /// [`Error::Db`].
     pub fn set_threads(&self, threads: u32) -> Result<()> {
-        self.conn()
-            .execute_batch(&format!("SET threads = {}", threads.max(1)))
-            .map_err(Error::db("setting the thread count"))
+        self.set(format!("SET threads = {}", threads.max(1)), "setting the thread count")
     }
 
     /// The schema version of the database.
@@ -211,9 +316,18 @@ impl Store {
         current_version(&self.conn())
     }
 
-    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> Conn<'_> {
         // A panic while holding the lock leaves nothing half-done in DuckDB.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        let mut handle = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.shared.generation.load(SeqCst);
+        if handle.generation != current {
+            let root = self.shared.root.lock().unwrap_or_else(|e| e.into_inner());
+            if let Ok(conn) = root.try_clone() {
+                handle.conn = conn;
+                handle.generation = current;
+            }
+        }
+        Conn(handle)
     }
 
     fn init(conn: Connection, location: Location) -> Result<Store> {
@@ -242,10 +356,30 @@ impl Store {
                 });
             }
         }
+        let handle = conn.try_clone().map_err(Error::db("opening another connection"))?;
         Ok(Store {
-            conn: Mutex::new(conn),
-            location,
+            shared: Arc::new(Shared {
+                location,
+                generation: AtomicU64::new(0),
+                root: Mutex::new(conn),
+                settings: Mutex::new(Vec::new()),
+            }),
+            conn: Mutex::new(Handle {
+                generation: 0,
+                conn: handle,
+            }),
         })
+    }
+}
+
+/// DuckDB's answer to everything once a fatal error invalidated it.
+fn invalidated(conn: &Connection) -> bool {
+    match conn.execute_batch("SELECT 1") {
+        Ok(()) => false,
+        Err(e) => {
+            let m = e.to_string();
+            m.contains("invalidated") || m.contains("FATAL")
+        }
     }
 }
 
@@ -272,7 +406,7 @@ pub(crate) fn chrono_now_ms() -> i64 {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("location", &self.location)
+            .field("location", &self.shared.location)
             .finish_non_exhaustive()
     }
 }

@@ -596,6 +596,39 @@ fn lines_declared_lost_let_the_stream_after_them_in_and_are_recorded_once() {
 }
 
 #[test]
+fn after_a_reopen_every_handle_reads_and_writes_the_new_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("reopen.db")).unwrap();
+    store.set_threads(1).unwrap();
+    let statuses = store.try_clone().unwrap();
+    let persister = Persister::start(&store, PersisterConfig::default()).unwrap();
+    let tx = persister.sender();
+    for i in 0..100 {
+        tx.send(env("p", i + 1, message(i as usize))).unwrap();
+    }
+    persister.flush_now(WAIT).unwrap();
+    assert!(!store.is_invalidated());
+    assert!(!store.recover().unwrap(), "a healthy database is left alone");
+    store.reopen_now().unwrap();
+    // The persister's and the other handle's connections move over: what
+    // they write is what the new instance (and so the file) holds.
+    for i in 100..200 {
+        tx.send(env("p", i + 1, message(i as usize))).unwrap();
+    }
+    persister.flush_now(WAIT).unwrap();
+    statuses
+        .record_workflow_status("wf", "wf-1", RunStatus::Running, T0)
+        .unwrap();
+    assert_eq!(store.query_logs(&all_of(LogQuery::default())).unwrap().len(), 200);
+    assert_eq!(store.publisher_watermark("p").unwrap(), 200);
+    persister.shutdown().unwrap();
+    drop((store, statuses));
+    let store = Store::open(dir.path().join("reopen.db")).unwrap();
+    assert_eq!(store.query_logs(&all_of(LogQuery::default())).unwrap().len(), 200);
+    assert_eq!(store.timeline("wf-1").unwrap().len(), 1);
+}
+
+#[test]
 fn a_batch_reaching_the_size_is_written_without_waiting_for_the_interval() {
     let store = Store::open_in_memory().unwrap();
     let config = PersisterConfig {

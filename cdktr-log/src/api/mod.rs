@@ -232,6 +232,13 @@ pub struct PrincipalStats {
     pub failed_flushes: u64,
     /// Batch writes that succeeded.
     pub batches: u64,
+    /// Times the database was opened again after DuckDB invalidated it.
+    pub reopened: u64,
+    /// Writes are paused: the database's filesystem is under the free
+    /// space the principal keeps (`CDKTR_DB_MIN_FREE_SPACE`).
+    pub space_low: bool,
+    /// Free bytes on the database's filesystem (0 for `:memory:`).
+    pub free_space_bytes: u64,
     /// Agents whose heartbeats are current.
     pub live_agents: u64,
     /// CRASHED rows written for silent agents' instances.

@@ -1,6 +1,9 @@
 //! Batches the log stream into DuckDB.
 
+mod space;
 mod worker;
+
+pub use space::{MinFreeSpace, ENV_MIN_FREE_SPACE};
 
 use worker::Worker;
 
@@ -41,6 +44,10 @@ pub struct PersisterConfig {
     /// How long [`Persister::shutdown`] keeps retrying a failing write
     /// (default 10 s).
     pub shutdown_timeout: Duration,
+    /// Writes pause while the database file's filesystem has less free
+    /// space (default: the smaller of 1 GiB and 5%), as if they failed:
+    /// publishers keep their lines until space returns.
+    pub min_free_space: MinFreeSpace,
 }
 
 impl Default for PersisterConfig {
@@ -51,16 +58,18 @@ impl Default for PersisterConfig {
             channel_capacity: 50_000,
             max_pending: 100_000,
             shutdown_timeout: Duration::from_secs(10),
+            min_free_space: MinFreeSpace::Auto,
         }
     }
 }
 
 impl PersisterConfig {
-    /// The defaults, with `CDKTR_LOG_FLUSH_INTERVAL_MS` applied when set.
+    /// The defaults, with `CDKTR_LOG_FLUSH_INTERVAL_MS` and
+    /// `CDKTR_DB_MIN_FREE_SPACE` applied when set.
     ///
     /// # Errors
-    /// [`Error::InvalidEnv`] unless the variable is a whole number of
-    /// milliseconds from 1 up.
+    /// [`Error::InvalidEnv`] naming the first variable that cannot be
+    /// used.
     pub fn from_env() -> Result<PersisterConfig> {
         Self::from_lookup(cdktr_log::config::process_env)
     }
@@ -73,6 +82,7 @@ impl PersisterConfig {
         let d = PersisterConfig::default();
         Ok(PersisterConfig {
             flush_interval: cdktr_log::config::env(ENV_FLUSH_INTERVAL_MS, &get)?.unwrap_or(d.flush_interval),
+            min_free_space: cdktr_log::config::env(ENV_MIN_FREE_SPACE, &get)?.unwrap_or(d.min_free_space),
             ..d
         })
     }
@@ -101,6 +111,14 @@ pub struct PersisterStats {
     pub shed: u64,
     /// Batches written.
     pub batches: u64,
+    /// Times the database was opened again after DuckDB invalidated it.
+    pub reopened: u64,
+    /// Writes are paused: the database's filesystem has less free space
+    /// than [`PersisterConfig::min_free_space`].
+    pub space_low: bool,
+    /// Free bytes on the database's filesystem when last looked at (0 for
+    /// an in-memory database).
+    pub free_space_bytes: u64,
     /// How long the last successful write took.
     pub last_flush: Duration,
 }
@@ -149,11 +167,8 @@ impl Persister {
     /// [`Error::Db`] if the connection or the publishers' marks cannot be
     /// read; [`Error::Spawn`].
     pub fn start(store: &Store, config: PersisterConfig) -> Result<Persister> {
-        let conn = store
-            .conn()
-            .try_clone()
-            .map_err(Error::db("opening the persister's connection"))?;
-        let marks = worker::load_marks(&conn)?;
+        let store = store.try_clone()?;
+        let marks = worker::load_marks(&store.conn())?;
         let shared = marks
             .iter()
             .map(|(p, &seq)| {
@@ -168,7 +183,7 @@ impl Persister {
         let (input, rx) = bounded(config.channel_capacity.max(1));
         let (ctrl, ctrl_rx) = bounded(16);
         let counters = Arc::new(StatsCell::default());
-        let worker = Worker::new(conn, rx, ctrl_rx, config, marks, counters.clone(), written.clone());
+        let worker = Worker::new(store, rx, ctrl_rx, config, marks, counters.clone(), written.clone());
         let worker = std::thread::Builder::new()
             .name("cdktr-persister".into())
             .spawn(move || worker.run())

@@ -10,9 +10,10 @@ use cdktr_log::Envelope;
 use crossbeam_channel::{never, select, Receiver};
 use duckdb::{params, Connection};
 
+use super::space::{self, Space};
 use super::{Ctrl, Marks, PersisterConfig, PersisterStats, Watermark, SHARE_EVERY};
 use crate::error::{Error, Result};
-use crate::store::chrono_now_ms;
+use crate::store::{chrono_now_ms, Store};
 
 pub(super) fn load_marks(conn: &Connection) -> Result<HashMap<String, u64>> {
     let read = || Error::db("reading publisher watermarks");
@@ -26,7 +27,7 @@ pub(super) fn load_marks(conn: &Connection) -> Result<HashMap<String, u64>> {
 }
 
 pub(super) struct Worker {
-    conn: Connection,
+    store: Store,
     rx: Receiver<Envelope>,
     ctrl: Receiver<Ctrl>,
     config: PersisterConfig,
@@ -43,12 +44,13 @@ pub(super) struct Worker {
     dirty: bool,
     /// The last write failed: wait for the interval before the next.
     failing: bool,
+    space: Space,
     inject_failures: u32,
 }
 
 impl Worker {
     pub fn new(
-        conn: Connection,
+        store: Store,
         rx: Receiver<Envelope>,
         ctrl: Receiver<Ctrl>,
         config: PersisterConfig,
@@ -56,8 +58,13 @@ impl Worker {
         counters: Arc<StatsCell<PersisterStats>>,
         written: Marks,
     ) -> Worker {
+        let db = match store.location() {
+            crate::Location::File(p) => Some(p.as_path()),
+            crate::Location::Memory => None,
+        };
+        let space = Space::new(db, config.min_free_space);
         Worker {
-            conn,
+            store,
             rx,
             ctrl,
             config,
@@ -70,6 +77,7 @@ impl Worker {
             shared_at: Instant::now(),
             dirty: false,
             failing: false,
+            space,
             inject_failures: 0,
         }
     }
@@ -132,14 +140,21 @@ impl Worker {
             let due = Instant::now() >= next_flush;
             if due || (!self.failing && self.pending.len() >= self.config.batch_size) {
                 if !self.pending.is_empty() || !self.lost.is_empty() {
-                    if let Err(e) = self.flush() {
-                        log::error!(
+                    match self.flush() {
+                        Ok(()) | Err(Error::SpaceLow { .. }) => {}
+                        Err(e) => log::error!(
                             "persister: write failed, {} row(s) kept for retry: {e}",
                             self.pending.len()
-                        );
+                        ),
                     }
                 }
-                next_flush = Instant::now() + self.config.flush_interval;
+                // Space is looked at again soon, so that writes resume
+                // when it returns.
+                let wait = match self.space.low {
+                    true => self.config.flush_interval.min(space::CHECK_EVERY),
+                    false => self.config.flush_interval,
+                };
+                next_flush = Instant::now() + wait;
             }
             self.share_marks();
             self.publish_stats();
@@ -233,6 +248,11 @@ impl Worker {
         if self.pending.is_empty() && self.lost.is_empty() {
             return Ok(());
         }
+        if !self.space.room() {
+            self.failing = true;
+            self.publish_stats();
+            return Err(Error::SpaceLow { free: self.space.free });
+        }
         let start = Instant::now();
         let mut marks: HashMap<&str, u64> = HashMap::new();
         for e in &self.pending {
@@ -250,7 +270,7 @@ impl Worker {
                 source: duckdb::Error::ToSqlConversionFailure("injected write failure".into()),
             })
         } else {
-            write_batch(&mut self.conn, &self.pending, &self.lost, &marks).map_err(Error::db("writing a batch"))
+            write_batch(&mut self.store.conn(), &self.pending, &self.lost, &marks).map_err(Error::db("writing a batch"))
         };
         match result {
             Ok(()) => {
@@ -271,6 +291,14 @@ impl Worker {
             Err(_) => {
                 self.stats.failed_flushes += 1;
                 self.failing = true;
+                // After a fatal error DuckDB refuses everything until the
+                // file is opened again: do that here, rather than fail
+                // every retry until someone restarts the principal.
+                match self.store.recover() {
+                    Ok(true) => self.stats.reopened += 1,
+                    Ok(false) => {}
+                    Err(e) => log::error!("persister: the database is invalidated and cannot be reopened yet: {e}"),
+                }
             }
         }
         self.publish_stats();
@@ -302,6 +330,8 @@ impl Worker {
 
     fn publish_stats(&mut self) {
         self.stats.pending = self.pending.len() as u64;
+        self.stats.space_low = self.space.low;
+        self.stats.free_space_bytes = self.space.free;
         self.counters.publish(&self.stats);
     }
 }

@@ -143,5 +143,12 @@ pub fn stats(p: &Principal, out: &mut Out) -> Result {
         .map(|(k, v)| vec![Cell::plain(format!("{k}:")), Cell::plain(v.to_string())])
         .collect();
     out.table(&rows);
+    if s.space_low {
+        out.line(format_args!(
+            "warning: database writes paused: {} bytes free on its filesystem, under the space kept free \
+             (CDKTR_DB_MIN_FREE_SPACE); publishers keep their lines until space returns",
+            s.free_space_bytes
+        ));
+    }
     Ok(())
 }
