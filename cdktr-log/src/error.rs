@@ -186,6 +186,9 @@ pub enum ErrorKind {
     Busy,
     /// The database failed; the request may succeed if retried.
     Database,
+    /// A query ran past the principal's time limit and was stopped;
+    /// narrow it.
+    TimedOut,
     /// The principal is shutting down.
     ShuttingDown,
 }
@@ -198,6 +201,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Invalid => "invalid",
             ErrorKind::Busy => "busy",
             ErrorKind::Database => "database",
+            ErrorKind::TimedOut => "timed_out",
             ErrorKind::ShuttingDown => "shutting_down",
         })
     }

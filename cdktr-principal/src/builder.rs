@@ -12,7 +12,8 @@ use cdktr_store::{Location, MemoryLimit, Persister, PersisterConfig, Store};
 
 use crate::{
     default_db_path, server, Principal, Result, DEFAULT_FILE_MEMORY_LIMIT, DEFAULT_HEARTBEAT_TIMEOUT,
-    ENV_DB_MEMORY_LIMIT, ENV_DB_PATH, ENV_DB_THREADS, ENV_HEARTBEAT_TIMEOUT_MS,
+    DEFAULT_QUERY_TIMEOUT, ENV_DB_MEMORY_LIMIT, ENV_DB_PATH, ENV_DB_THREADS, ENV_HEARTBEAT_TIMEOUT_MS,
+    ENV_QUERY_TIMEOUT_MS,
 };
 
 /// Configures a [`Principal`].
@@ -25,6 +26,7 @@ pub struct PrincipalBuilder {
     persister: PersisterConfig,
     heartbeat_timeout: Duration,
     query_workers: usize,
+    query_timeout: Duration,
     #[cfg(feature = "testing")]
     query_delay: Duration,
     db_memory_limit: Option<String>,
@@ -40,6 +42,7 @@ impl PrincipalBuilder {
             persister: PersisterConfig::default(),
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             query_workers: 2,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
             #[cfg(feature = "testing")]
             query_delay: Duration::ZERO,
             db_memory_limit: None,
@@ -89,6 +92,9 @@ impl PrincipalBuilder {
         if let Some(timeout) = env(ENV_HEARTBEAT_TIMEOUT_MS, get)? {
             b.heartbeat_timeout = timeout;
         }
+        if let Some(timeout) = env(ENV_QUERY_TIMEOUT_MS, get)? {
+            b.query_timeout = timeout;
+        }
         Ok(b)
     }
 
@@ -136,8 +142,16 @@ impl PrincipalBuilder {
         self
     }
 
-    /// Threads answering queries, each with its own database connection
-    /// (default 2). Status updates never wait for them.
+    /// The longest one query runs before DuckDB is told to stop it and the
+    /// client gets `timed_out` (default 30 s).
+    pub fn query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
+    /// Threads answering log queries, each with its own database
+    /// connection (default 2; recent runs and timelines have one more of
+    /// their own). Status updates never wait for them.
     pub fn query_workers(mut self, n: usize) -> Self {
         self.query_workers = n.max(1);
         self
@@ -219,6 +233,7 @@ impl PrincipalBuilder {
             persister: persister.clone(),
             heartbeat_timeout: self.heartbeat_timeout,
             query_workers: self.query_workers,
+            query_timeout: self.query_timeout,
             #[cfg(feature = "testing")]
             query_delay: self.query_delay,
         })?;

@@ -27,6 +27,7 @@
 mod builder;
 mod error;
 mod liveness;
+mod queries;
 mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -42,6 +43,7 @@ use cdktr_store::{Persister, Store};
 pub use builder::PrincipalBuilder;
 pub use error::{Error, Result};
 pub use liveness::{DEFAULT_HEARTBEAT_TIMEOUT, ENV_HEARTBEAT_TIMEOUT_MS};
+pub use queries::{DEFAULT_QUERY_TIMEOUT, ENV_QUERY_TIMEOUT_MS};
 
 /// DuckDB's buffer memory for a file database unless told otherwise: it
 /// keeps the principal under 256 MiB while it ingests 10 million lines, for

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cdktr_log::config::{Setting, ENV_HOST, ENV_LISTENING_PORT, ENV_PRINCIPAL_PORT, ENV_PUBLISHING_PORT};
-use cdktr_principal::{PrincipalBuilder, ENV_DB_PATH, ENV_HEARTBEAT_TIMEOUT_MS};
+use cdktr_principal::{PrincipalBuilder, ENV_DB_PATH, ENV_HEARTBEAT_TIMEOUT_MS, ENV_QUERY_TIMEOUT_MS};
 use cdktr_store::persister::{MinFreeSpace, ENV_FLUSH_INTERVAL_MS, ENV_MIN_FREE_SPACE};
 use cdktr_store::Location;
 use clap::parser::ValueSource;
@@ -62,6 +62,12 @@ fn cli() -> Command {
             ENV_FLUSH_INTERVAL_MS,
             "DURATION",
             "Longest a line waits to be written, e.g. 500ms, 30s (the variable: milliseconds) [default: 30s]",
+        ))
+        .arg(setting(
+            "query-timeout",
+            ENV_QUERY_TIMEOUT_MS,
+            "DURATION",
+            "Longest one query runs before it is stopped (the variable: milliseconds) [default: 30s]",
         ))
         .arg(setting(
             "min-free-space",
@@ -123,6 +129,9 @@ fn builder(m: &ArgMatches) -> Result<PrincipalBuilder, Box<dyn std::error::Error
         MinFreeSpace::parse_setting(s).map_err(String::from)
     })? {
         b = b.min_free_space(min);
+    }
+    if let Some(d) = flag(m, "query-timeout", duration)? {
+        b = b.query_timeout(d);
     }
     if let Some(d) = flag(m, "heartbeat-timeout", duration)? {
         b = b.heartbeat_timeout(d);

@@ -4,29 +4,24 @@
 //!
 //! The API thread answers the quick requests itself (ping, status updates,
 //! heartbeats, watermarks, stats) and sweeps for silent agents. Queries go
-//! through a bounded queue to the query workers, each with its own DuckDB
-//! connection; their replies come back over an inproc socket that the API
-//! thread polls alongside the ROUTER. A full queue is answered `busy`.
+//! to the query pool ([`crate::queries`]); their replies come back over an
+//! inproc socket that the API thread polls alongside the ROUTER.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cdktr_log::api::{
-    ErrorKind, PrincipalStats, Request, Response, API_VERSION, MAX_PAGE_BYTES, MAX_PAGE_LINES, MAX_REQUEST_BYTES,
-};
+use cdktr_log::api::{ErrorKind, PrincipalStats, Request, Response, API_VERSION, MAX_REQUEST_BYTES};
 use cdktr_log::{ApiConfig, LogManager};
 use cdktr_store::{Persister, Store};
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use crate::liveness::Liveness;
+use crate::queries::{Job, Pool, PoolParts};
 use crate::{Error, Result};
 
 /// How often the API thread looks at its stop flag and for silent agents.
 const TICK: Duration = Duration::from_millis(50);
-/// Queries waiting for a worker before new ones are answered `busy`.
-const QUERY_QUEUE: usize = 64;
 const REPLIES: &str = "inproc://cdktr-api-replies";
 
 /// What the server needs from the rest of the principal.
@@ -37,6 +32,7 @@ pub(crate) struct Parts {
     pub persister: Arc<Persister>,
     pub heartbeat_timeout: Duration,
     pub query_workers: usize,
+    pub query_timeout: Duration,
     #[cfg(feature = "testing")]
     pub query_delay: Duration,
 }
@@ -49,6 +45,16 @@ pub(crate) struct Counters {
     crashed: AtomicU64,
 }
 
+impl Counters {
+    /// Counts a reply.
+    pub fn count(&self, response: &Response) {
+        self.requests.fetch_add(1, Relaxed);
+        if matches!(response, Response::Error { .. }) {
+            self.errors.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 /// The running server; [`stop`](Self::stop) answers what it has taken and
 /// joins every thread.
 pub(crate) struct Server {
@@ -57,13 +63,6 @@ pub(crate) struct Server {
     counters: Arc<Counters>,
     threads: Vec<JoinHandle<()>>,
     started: Instant,
-}
-
-/// A request on its way to a query worker, with the routing frames its
-/// reply needs.
-struct Job {
-    envelope: Vec<Vec<u8>>,
-    request: Request,
 }
 
 impl Server {
@@ -94,27 +93,27 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let started = Instant::now();
-        let (jobs_tx, jobs_rx) = bounded::<Job>(QUERY_QUEUE);
         let mut threads = Vec::new();
-        for i in 0..parts.query_workers.max(1) {
-            let push = context.socket(zmq::PUSH).map_err(zmq_err("create a worker socket"))?;
-            push.connect(REPLIES).map_err(zmq_err("connect a worker socket"))?;
-            let worker = QueryWorker {
-                store: parts.store.try_clone()?,
+        let pool = Pool::start(
+            PoolParts {
+                store: &parts.store,
                 persister: parts.persister.clone(),
-                jobs: jobs_rx.clone(),
-                replies: push,
                 counters: counters.clone(),
+                context: &context,
+                replies: REPLIES,
+                long_workers: parts.query_workers,
+                time_limit: parts.query_timeout,
+                stop: stop.clone(),
                 #[cfg(feature = "testing")]
                 delay: parts.query_delay,
-            };
-            threads.push(spawn(&format!("cdktr-api-query-{i}"), move || worker.run())?);
-        }
+            },
+            &mut threads,
+        )?;
         let orphans = parts.store.unfinished_workflows()?;
         let api = ApiThread {
             router,
             replies,
-            jobs: jobs_tx,
+            pool: Some(pool),
             store: parts.store,
             manager: parts.manager,
             persister: parts.persister,
@@ -157,7 +156,7 @@ impl Drop for Server {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+pub(crate) fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
@@ -210,7 +209,7 @@ fn proc_status_kb(field: &str) -> u64 {
 struct ApiThread {
     router: zmq::Socket,
     replies: zmq::Socket,
-    jobs: Sender<Job>,
+    pool: Option<Pool>,
     store: Store,
     manager: Arc<LogManager>,
     persister: Arc<Persister>,
@@ -252,7 +251,7 @@ impl ApiThread {
             }
         }
         // Answer the queries already taken before the workers go.
-        drop(self.jobs);
+        self.pool = None;
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             match self.replies.poll(zmq::POLLIN, 100) {
@@ -283,10 +282,7 @@ impl ApiThread {
     }
 
     fn reply(&self, mut envelope: Vec<Vec<u8>>, response: &Response) {
-        self.counters.requests.fetch_add(1, Relaxed);
-        if matches!(response, Response::Error { .. }) {
-            self.counters.errors.fetch_add(1, Relaxed);
-        }
+        self.counters.count(response);
         envelope.push(response.to_bytes());
         self.send(envelope);
     }
@@ -397,90 +393,9 @@ impl ApiThread {
     }
 
     fn dispatch(&self, job: Job) {
-        match self.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(job)) => self.reply(
-                job.envelope,
-                &Response::error(
-                    ErrorKind::Busy,
-                    format!("{QUERY_QUEUE} queries are waiting; retry later"),
-                ),
-            ),
-            Err(TrySendError::Disconnected(job)) => self.reply(
-                job.envelope,
-                &Response::error(ErrorKind::ShuttingDown, "the query workers have stopped"),
-            ),
-        }
-    }
-}
-
-struct QueryWorker {
-    store: Store,
-    persister: Arc<Persister>,
-    jobs: Receiver<Job>,
-    replies: zmq::Socket,
-    counters: Arc<Counters>,
-    #[cfg(feature = "testing")]
-    delay: Duration,
-}
-
-impl QueryWorker {
-    fn run(self) {
-        for Job { mut envelope, request } in self.jobs.iter() {
-            #[cfg(feature = "testing")]
-            std::thread::sleep(self.delay);
-            let response = self.answer(request);
-            self.counters.requests.fetch_add(1, Relaxed);
-            if matches!(response, Response::Error { .. }) {
-                self.counters.errors.fetch_add(1, Relaxed);
-            }
-            envelope.push(response.to_bytes());
-            if let Err(e) = self.replies.send_multipart(envelope, 0) {
-                log::error!("api: a query worker cannot hand back its reply: {e}");
-            }
-        }
-    }
-
-    fn answer(&self, request: Request) -> Response {
-        let result = match request {
-            Request::QueryLogs { mut query } => {
-                // Every line received so far is visible to the query.
-                if let Err(e) = self.persister.flush_now(Duration::from_secs(10)) {
-                    log::warn!("query: pending lines could not be written first: {e}");
-                }
-                query.limit = Some(
-                    query
-                        .limit
-                        .unwrap_or(cdktr_log::query::DEFAULT_LIMIT)
-                        .min(MAX_PAGE_LINES),
-                );
-                self.store.query_page(&query, MAX_PAGE_BYTES).map(Response::Logs)
-            }
-            Request::CountLogs { query } => {
-                if let Err(e) = self.persister.flush_now(Duration::from_secs(10)) {
-                    log::warn!("count: pending lines could not be written first: {e}");
-                }
-                self.store.count_logs(&query).map(|count| Response::Count { count })
-            }
-            Request::GetRecentWorkflowStatuses(filter) => {
-                let limit = filter.limit.min(MAX_PAGE_LINES);
-                let filter = cdktr_store::RecentWorkflows { limit, ..filter };
-                self.store
-                    .recent_workflows(&filter)
-                    .map(|runs| Response::Workflows { runs })
-            }
-            Request::GetWorkflowTimeline { workflow_instance_id } => self
-                .store
-                .timeline(&workflow_instance_id)
-                .map(|changes| Response::Timeline { changes }),
-            other => Ok(Response::error(
-                ErrorKind::Invalid,
-                format!("{} is not a query", other.op()),
-            )),
+        let Some(pool) = &self.pool else {
+            return;
         };
-        result.unwrap_or_else(|e| match e {
-            cdktr_store::Error::InvalidQuery(m) => Response::error(ErrorKind::Invalid, m),
-            other => Response::error(ErrorKind::Database, other.to_string()),
-        })
+        pool.dispatch(job, |envelope, response| self.reply(envelope, &response));
     }
 }

@@ -68,6 +68,7 @@ pub mod query;
 pub mod status;
 mod store;
 
+pub use duckdb::InterruptHandle;
 pub use error::{Error, Result};
 pub use persister::{MinFreeSpace, Persister, PersisterConfig, PersisterStats};
 pub use query::{Cursor, LevelFilter, LogPage, LogQuery, Order};

@@ -279,6 +279,12 @@ impl Store {
         Ok(())
     }
 
+    /// Stops the statement this handle is running (from another thread):
+    /// it fails with an interrupt error.
+    pub fn interrupt_handle(&self) -> Arc<duckdb::InterruptHandle> {
+        self.conn().interrupt_handle()
+    }
+
     /// Runs a `SET` statement and keeps it for reopens.
     fn set(&self, sql: String, op: &'static str) -> Result<()> {
         self.conn().execute_batch(&sql).map_err(Error::db(op))?;

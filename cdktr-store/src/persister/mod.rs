@@ -151,6 +151,7 @@ const SHARE_EVERY: Duration = Duration::from_millis(5);
 
 enum Ctrl {
     Flush(Sender<Result<()>>),
+    FlushOlder(Duration, Sender<Result<()>>),
     Shutdown,
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     FailWrites(u32),
@@ -209,9 +210,13 @@ impl Persister {
     /// [`Error::Db`] if the write failed (the rows are kept and retried);
     /// [`Error::FlushTimeout`]; [`Error::Closed`].
     pub fn flush_now(&self, timeout: Duration) -> Result<()> {
+        self.ask(timeout, Ctrl::Flush)
+    }
+
+    fn ask(&self, timeout: Duration, ctrl: impl FnOnce(Sender<Result<()>>) -> Ctrl) -> Result<()> {
         let (tx, rx) = bounded(1);
         let start = Instant::now();
-        self.ctrl.send_timeout(Ctrl::Flush(tx), timeout).map_err(|e| match e {
+        self.ctrl.send_timeout(ctrl(tx), timeout).map_err(|e| match e {
             crossbeam_channel::SendTimeoutError::Timeout(_) => Error::FlushTimeout(timeout),
             crossbeam_channel::SendTimeoutError::Disconnected(_) => Error::Closed,
         })?;
@@ -220,6 +225,16 @@ impl Persister {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::FlushTimeout(timeout)),
             Err(_) => Err(Error::Closed),
         }
+    }
+
+    /// As [`flush_now`](Self::flush_now), but only when some line has
+    /// been pending for `age` or more: the freshness a query needs without
+    /// a write per query.
+    ///
+    /// # Errors
+    /// As [`flush_now`](Self::flush_now).
+    pub fn flush_older_than(&self, age: Duration, timeout: Duration) -> Result<()> {
+        self.ask(timeout, |tx| Ctrl::FlushOlder(age, tx))
     }
 
     /// How far `publisher_id`'s stream has come; zeros for a publisher

@@ -34,6 +34,8 @@ pub(super) struct Worker {
     /// Highest sequence number accepted (pending or written) per publisher.
     marks: HashMap<String, u64>,
     pending: Vec<Envelope>,
+    /// When the oldest pending line was taken.
+    pending_since: Option<Instant>,
     /// Lines declared lost, to be written with the next batch.
     lost: Vec<(String, u64, u64)>,
     stats: PersisterStats,
@@ -70,6 +72,7 @@ impl Worker {
             config,
             marks,
             pending: Vec::new(),
+            pending_since: None,
             lost: Vec::new(),
             stats: PersisterStats::default(),
             counters,
@@ -121,6 +124,15 @@ impl Worker {
                         self.take_waiting();
                         let _ = reply.send(self.flush());
                         next_flush = Instant::now() + self.config.flush_interval;
+                    }
+                    Ok(Ctrl::FlushOlder(age, reply)) => {
+                        self.take_waiting();
+                        if self.pending_since.is_some_and(|t| t.elapsed() >= age) {
+                            let _ = reply.send(self.flush());
+                            next_flush = Instant::now() + self.config.flush_interval;
+                        } else {
+                            let _ = reply.send(Ok(()));
+                        }
                     }
                     Ok(Ctrl::FailWrites(n)) => self.inject_failures = n,
                     Ok(Ctrl::FlushSoon) => {
@@ -188,6 +200,9 @@ impl Worker {
                 None => {
                     self.marks.insert(env.publisher_id.clone(), env.seq);
                 }
+            }
+            if self.pending.is_empty() {
+                self.pending_since = Some(Instant::now());
             }
             self.pending.push(env);
             self.dirty = true;
@@ -285,6 +300,7 @@ impl Worker {
                 self.stats.batches += 1;
                 self.stats.last_flush = start.elapsed();
                 self.pending.clear();
+                self.pending_since = None;
                 self.lost.clear();
                 self.failing = false;
             }

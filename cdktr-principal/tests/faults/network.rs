@@ -1,0 +1,188 @@
+//! A network cut shorter than the heartbeat timeout. Each side runs in a
+//! network namespace the test makes (root and `ip` needed).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cdktr_principal::testing::workspace_binary;
+
+use crate::{started, Killed};
+
+/// Two namespaces joined by a veth pair: the principal at 10.77.0.1, the
+/// agent at 10.77.0.2. Removed on drop.
+struct Net {
+    principal_ns: String,
+    agent_ns: String,
+    principal_if: String,
+}
+
+const PRINCIPAL_IP: &str = "10.77.0.1";
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Net {
+    /// `None`, with the reason printed, where namespaces cannot be made.
+    fn make(tag: &str) -> Option<Net> {
+        let id = format!("{}{tag}", std::process::id() % 100_000);
+        let net = Net {
+            principal_ns: format!("cdktr-p{id}"),
+            agent_ns: format!("cdktr-a{id}"),
+            principal_if: format!("vp{id}"),
+        };
+        let agent_if = format!("va{id}");
+        if !ip(&["netns", "add", &net.principal_ns]) {
+            println!("skipped: cannot make a network namespace (needs root and iproute2)");
+            return None;
+        }
+        let ok = ip(&["netns", "add", &net.agent_ns])
+            && ip(&[
+                "link",
+                "add",
+                &net.principal_if,
+                "netns",
+                &net.principal_ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &agent_if,
+                "netns",
+                &net.agent_ns,
+            ])
+            && ip(&[
+                "-n",
+                &net.principal_ns,
+                "addr",
+                "add",
+                "10.77.0.1/30",
+                "dev",
+                &net.principal_if,
+            ])
+            && ip(&["-n", &net.agent_ns, "addr", "add", "10.77.0.2/30", "dev", &agent_if])
+            && ip(&["-n", &net.principal_ns, "link", "set", "lo", "up"])
+            && ip(&["-n", &net.agent_ns, "link", "set", "lo", "up"])
+            && ip(&["-n", &net.principal_ns, "link", "set", &net.principal_if, "up"])
+            && ip(&["-n", &net.agent_ns, "link", "set", &agent_if, "up"]);
+        assert!(ok, "namespaces were made but could not be wired");
+        Some(net)
+    }
+
+    /// Cuts (`false`) or restores the link: with the principal's end down,
+    /// the agent's packets are dropped silently, as on a real cut.
+    fn link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        assert!(ip(&[
+            "-n",
+            &self.principal_ns,
+            "link",
+            "set",
+            &self.principal_if,
+            state
+        ]));
+    }
+
+    fn run(&self, ns: &str, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(program);
+        c
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        ip(&["netns", "del", &self.principal_ns]);
+        ip(&["netns", "del", &self.agent_ns]);
+    }
+}
+
+fn timeline(net: &Net, instance: &str) -> String {
+    let out = net
+        .run(&net.principal_ns, &workspace_binary("cdktr-logs"))
+        .args(["status", "-i", instance, "-o", "json", "--host", PRINCIPAL_IP])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_network_cut_shorter_than_the_heartbeat_timeout_marks_nothing_crashed() {
+    let Some(net) = Net::make("c") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let principal = started(
+        net.run(&net.principal_ns, Path::new(env!("CARGO_BIN_EXE_cdktr-principal")))
+            .arg("--db")
+            .arg(dir.path().join("app.db"))
+            .args([
+                "--host",
+                PRINCIPAL_IP,
+                "--heartbeat-timeout",
+                "12s",
+                "--flush-interval",
+                "200ms",
+            ])
+            .env("RUST_LOG", "warn"),
+    );
+
+    // One task of 25 s; heartbeats every second.
+    let mut agent = Killed(
+        net.run(&net.agent_ns, &workspace_binary("cdktr-agent"))
+            .args(["run", "--workflow-id", "cut", "--", "sh", "-c", "sleep 25"])
+            .env("CDKTR_PRINCIPAL_HOST", PRINCIPAL_IP)
+            .env("CDKTR_AGENT_HEARTBEAT_INTERVAL_MS", "1000")
+            .env("CDKTR_SPOOL_DIR", dir.path().join("spool"))
+            .env("HOME", dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut out = BufReader::new(agent.0.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let instance = first
+        .trim()
+        .rsplit(' ')
+        .next()
+        .expect("the agent names its instance")
+        .to_string();
+    let end = Instant::now() + Duration::from_secs(60);
+    while !timeline(&net, &instance).contains("RUNNING") {
+        assert!(Instant::now() < end, "the run never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Heartbeats flow; then 8 s without a network, under the 12 s timeout.
+    std::thread::sleep(Duration::from_secs(2));
+    net.link(false);
+    std::thread::sleep(Duration::from_secs(8));
+    net.link(true);
+
+    let end = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = agent.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < end, "the agent never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rest: Vec<String> = out.lines().map_while(Result::ok).collect();
+    assert!(status.success(), "{status:?}: {rest:?}");
+    let statuses = timeline(&net, &instance);
+    assert!(
+        !statuses.contains("CRASHED"),
+        "a healthy run was marked CRASHED:\n{statuses}"
+    );
+    assert!(statuses.contains("COMPLETED"), "{statuses}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &principal.0.id().to_string()])
+        .status();
+}
