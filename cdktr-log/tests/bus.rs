@@ -611,3 +611,34 @@ fn oversize_messages_are_refused_or_counted_never_sent() {
     assert_eq!((stats.published, stats.sent, stats.dropped), (2, 1, 1));
     assert_eq!(manager.shutdown().unwrap().rejected, 0);
 }
+
+#[test]
+fn two_live_publishers_sharing_an_id_are_noticed() {
+    let config = any_ports();
+    let (manager, rx) = start(&config, 100_000);
+    let bus = manager.config().clone();
+    let twins: Vec<LogPublisher> = (0..2)
+        .map(|_| LogPublisher::builder(&bus).publisher_id("twin").start().unwrap())
+        .collect();
+    // Both number from 1: their lines interleave at the manager.
+    for i in 0..2_000 {
+        for p in &twins {
+            p.publish(msg("wf", format!("{i}"))).unwrap();
+        }
+        if i % 10 == 0 {
+            for p in &twins {
+                p.flush(Duration::from_secs(10)).unwrap();
+            }
+        }
+    }
+    for p in twins {
+        p.shutdown().unwrap();
+    }
+    assert!(
+        wait_until(|| manager.stats().received == 4_000),
+        "{:?}",
+        manager.stats()
+    );
+    assert!(manager.stats().shared_ids >= 1, "{:?}", manager.stats());
+    drop(rx);
+}

@@ -239,6 +239,18 @@ pub struct PrincipalStats {
     pub space_low: bool,
     /// Free bytes on the database's filesystem (0 for `:memory:`).
     pub free_space_bytes: u64,
+    /// Connections to the log port open now.
+    pub connections: u64,
+    /// Connections to the log port that closed (a publisher stopped, or
+    /// sent a frame over twice the message limit).
+    pub disconnects: u64,
+    /// The log port is not listening: the principal is short of file
+    /// descriptors (it logs a warning, and listens again when some close).
+    pub refusing_connections: bool,
+    /// Times the log port stopped listening for want of file descriptors.
+    pub listener_pauses: u64,
+    /// Publisher ids that two live publishers appear to share (logged).
+    pub shared_ids: u64,
     /// Agents whose heartbeats are current.
     pub live_agents: u64,
     /// CRASHED rows written for silent agents' instances.

@@ -2,7 +2,6 @@
 //! needed): writes pause, or DuckDB fails and the database is reopened;
 //! either way every line is stored once when space returns, no restart.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 use cdktr_principal::testing::{free_port, workspace_binary};
 use cdktr_store::{LogQuery, Store};
 
-use crate::{started, Killed};
+use crate::{collect_stderr, started, Killed};
 
 /// A tmpfs of a few MiB on a new directory, unmounted on drop; `None`, with
 /// the reason printed, where the test may not mount one.
@@ -73,15 +72,7 @@ fn principal_on(db: &Path, ports: &[u16; 3], min_free: &str) -> (Killed, std::sy
             .stderr(Stdio::piped()),
     );
     let mut child = child;
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let (err, sink) = (child.0.stderr.take().unwrap(), log.clone());
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let mut s = sink.lock().unwrap();
-            s.push_str(&line);
-            s.push('\n');
-        }
-    });
+    let log = collect_stderr(&mut child);
     (child, log)
 }
 

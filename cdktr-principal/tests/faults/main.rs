@@ -1,13 +1,16 @@
 //! Faults the spec names, survived for real, against the real binaries:
 //! agents SIGKILLed while their principal is unreachable ([`spool`]), a
 //! network cut between an agent and the principal ([`network`]), the
-//! database's disk filling up ([`disk`]) and greedy queries ([`queries`]).
+//! database's disk filling up ([`disk`]), greedy queries ([`queries`]),
+//! and connections it cannot keep ([`connections`]).
 //! A test that needs root (a network namespace, a tmpfs) says why and
 //! passes without checking anything where it cannot have it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
+mod connections;
 mod disk;
 mod network;
 mod queries;
@@ -32,4 +35,32 @@ pub fn started(command: &mut Command) -> Killed {
         .unwrap();
     assert!(banner.contains("API on"), "{banner}");
     child
+}
+
+/// Collects a child's stderr, as it comes, for the test to read.
+pub fn collect_stderr(child: &mut Killed) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let (err, sink) = (child.0.stderr.take().expect("stderr piped"), log.clone());
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    log
+}
+
+/// A log line numbered `i`.
+pub fn line(i: usize) -> cdktr_log::LogMessage {
+    cdktr_log::LogMessage {
+        workflow_id: "faults".into(),
+        workflow_name: "faults".into(),
+        workflow_instance_id: format!("faults-{}", i % 7),
+        task_name: "t".into(),
+        task_instance_id: "t-1".into(),
+        timestamp_ms: cdktr_log::message::now_ms(),
+        level: cdktr_log::Level::Info,
+        payload: format!("line {i}"),
+    }
 }

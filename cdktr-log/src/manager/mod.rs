@@ -1,13 +1,18 @@
 //! The principal's hub: PULL from agents, PUB to subscribers, and a lossless
 //! hand-off to in-process sinks such as the Persister.
 
-use std::collections::HashMap;
+mod connections;
+mod streams;
+
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
+
+use connections::Connections;
+use streams::Streams;
 
 use crate::config::BusConfig;
 use crate::error::{Error, Result};
@@ -64,6 +69,23 @@ pub struct ManagerStats {
     pub sink_lost: u64,
     /// Total time spent waiting for full sinks.
     pub sink_blocked: Duration,
+    /// Connections to the log port open now.
+    pub connections: u64,
+    /// Connections to the log port that closed: their publisher stopped,
+    /// or sent a frame over twice the message limit (ZeroMQ drops the
+    /// connection then).
+    pub disconnects: u64,
+    /// Connections ZeroMQ could not accept (out of file descriptors).
+    pub accept_failures: u64,
+    /// The log port is not listening for now: the process is short of
+    /// file descriptors.
+    pub refusing_connections: bool,
+    /// Times the log port stopped listening for want of file descriptors
+    /// (closing the connections it had; publishers reconnect).
+    pub listener_pauses: u64,
+    /// Publisher ids whose numbers kept stepping back: two live publishers
+    /// sharing one id (each noticed at most once per 10 s, logged).
+    pub shared_ids: u64,
 }
 
 /// Configures a [`LogManager`]; see [`LogManager::builder`].
@@ -109,7 +131,12 @@ impl ManagerBuilder {
         let hard_limit = i64::try_from(self.max_message_bytes.saturating_mul(2)).unwrap_or(i64::MAX);
         pull.set_maxmsgsize(hard_limit).map_err(Error::zmq("set MAXMSGSIZE"))?;
         pull.set_linger(0).map_err(Error::zmq("set LINGER"))?;
+        // A connection that never says hello holds a descriptor for
+        // nothing: closed after this long (libzmq's default is 30 s).
+        pull.set_handshake_ivl(10_000)
+            .map_err(Error::zmq("set HANDSHAKE_IVL"))?;
         let listening_endpoint = bind(&pull, &self.config.listening_endpoint())?;
+        let connections = Connections::watch(&ctx, &pull, &listening_endpoint, hard_limit)?;
 
         let publisher = ctx.socket(zmq::PUB).map_err(Error::zmq("create the PUB socket"))?;
         publisher.set_sndhwm(self.pub_hwm).map_err(Error::zmq("set SNDHWM"))?;
@@ -126,6 +153,7 @@ impl ManagerBuilder {
         let worker = Forwarder {
             _ctx: ctx,
             pull,
+            connections,
             publisher,
             sinks: self.sinks,
             max: self.max_message_bytes,
@@ -133,7 +161,7 @@ impl ManagerBuilder {
             counters: counters.clone(),
             stats: ManagerStats::default(),
             last_reject_warning: None,
-            republished: HashMap::new(),
+            streams: Streams::default(),
         };
         let worker = std::thread::Builder::new()
             .name("cdktr-log-manager".into())
@@ -230,6 +258,7 @@ fn port_of(endpoint: &str) -> u16 {
 struct Forwarder {
     _ctx: zmq::Context,
     pull: zmq::Socket,
+    connections: Connections,
     publisher: zmq::Socket,
     sinks: Vec<Sender<Envelope>>,
     max: usize,
@@ -237,8 +266,7 @@ struct Forwarder {
     counters: Arc<StatsCell<ManagerStats>>,
     stats: ManagerStats,
     last_reject_warning: Option<Instant>,
-    /// Highest sequence number republished, per publisher.
-    republished: HashMap<String, u64>,
+    streams: Streams,
 }
 
 /// Messages handled between two looks at the stop flag and counter updates.
@@ -253,13 +281,18 @@ impl Forwarder {
             while n < BATCH && self.forward_one(&mut inbox) {
                 n += 1;
             }
+            self.connections.update(&self.pull, &mut self.stats);
             self.publish_stats();
             if stopping && n < BATCH {
                 // Everything ZeroMQ had received before the stop is handled.
                 break;
             }
             if n == 0 {
-                if let Err(e) = self.pull.poll(zmq::POLLIN, 50) {
+                let mut items = [
+                    self.pull.as_poll_item(zmq::POLLIN),
+                    self.connections.monitor().as_poll_item(zmq::POLLIN),
+                ];
+                if let Err(e) = zmq::poll(&mut items, 50) {
                     log::error!("log manager: poll failed: {e}");
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -281,17 +314,7 @@ impl Forwarder {
         match inbox.decode(self.max) {
             Ok(env) => {
                 let (topic, body) = inbox.take();
-                let fresh = match self.republished.get_mut(env.publisher_id.as_str()) {
-                    Some(mark) if env.seq <= *mark => false,
-                    Some(mark) => {
-                        *mark = env.seq;
-                        true
-                    }
-                    None => {
-                        self.republished.insert(env.publisher_id.clone(), env.seq);
-                        true
-                    }
-                };
+                let fresh = self.streams.fresh(&env.publisher_id, env.seq, &mut self.stats);
                 if fresh {
                     // PUB never blocks: a slow subscriber loses its own copy.
                     if self.publisher.send(topic, zmq::SNDMORE | zmq::DONTWAIT).is_ok() {
