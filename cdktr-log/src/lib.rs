@@ -71,6 +71,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod api;
+pub mod budget;
 pub mod config;
 mod error;
 pub mod message;

@@ -642,3 +642,37 @@ fn two_live_publishers_sharing_an_id_are_noticed() {
     assert!(manager.stats().shared_ids >= 1, "{:?}", manager.stats());
     drop(rx);
 }
+
+#[test]
+fn a_sink_bounded_in_bytes_never_holds_more_than_its_budget() {
+    use cdktr_log::budget::{envelope_bytes, ByteBudget};
+    let budget = std::sync::Arc::new(ByteBudget::new(64 << 10));
+    let (tx, rx) = bounded(100_000);
+    let manager = LogManager::builder(&any_ports())
+        .sink_within(tx, budget.clone())
+        .start()
+        .unwrap();
+    let publisher = LogPublisher::connect(manager.config()).unwrap();
+    for i in 0..200 {
+        publisher
+            .publish(msg("wf", format!("{i} {}", "x".repeat(4096))))
+            .unwrap();
+    }
+    // Nobody reads: the manager waits once the budget is spent.
+    assert!(wait_until(|| manager.stats().sink_blocked > Duration::ZERO));
+    let line = envelope_bytes(&rx.recv().unwrap());
+    budget.release(line);
+    assert!(
+        rx.len() < (64 << 10) / line + 1,
+        "{} lines of {line} bytes held",
+        rx.len()
+    );
+    assert!(budget.used() <= (64 << 10) + line);
+    let mut got = 1;
+    while got < 200 {
+        let env = rx.recv_timeout(Duration::from_secs(10)).expect("the rest arrive");
+        budget.release(envelope_bytes(&env));
+        got += 1;
+    }
+    assert_eq!(manager.shutdown().unwrap().received, 200);
+}

@@ -225,7 +225,11 @@ impl PrincipalBuilder {
             store.set_threads(n)?;
         }
         let persister = Arc::new(Persister::start(&store, self.persister)?);
-        let manager = Arc::new(LogManager::builder(&self.bus).sink(persister.sender()).start()?);
+        let manager = Arc::new(
+            LogManager::builder(&self.bus)
+                .sink_within(persister.sender(), persister.budget())
+                .start()?,
+        );
         let server = server::Server::start(server::Parts {
             api: self.api.clone(),
             store: store.try_clone()?,

@@ -14,6 +14,7 @@ use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 use connections::Connections;
 use streams::Streams;
 
+use crate::budget::{envelope_bytes, ByteBudget};
 use crate::config::BusConfig;
 use crate::error::{Error, Result};
 use crate::inbox::Inbox;
@@ -92,7 +93,7 @@ pub struct ManagerStats {
 #[must_use = "a builder does nothing until `start`"]
 pub struct ManagerBuilder {
     config: BusConfig,
-    sinks: Vec<Sender<Envelope>>,
+    sinks: Vec<Sink>,
     max_message_bytes: usize,
     pub_hwm: i32,
 }
@@ -101,7 +102,20 @@ impl ManagerBuilder {
     /// Adds an in-process sink that receives every valid message, in
     /// arrival order, without loss.
     pub fn sink(mut self, sink: Sender<Envelope>) -> Self {
-        self.sinks.push(sink);
+        self.sinks.push(Sink { tx: sink, budget: None });
+        self
+    }
+
+    /// As [`sink`](Self::sink), its queue also bounded in bytes: the manager
+    /// takes each message's [`envelope_bytes`] from `budget` before sending
+    /// it and waits while they do not fit; the receiver gives them back as
+    /// it takes each message. So memory stays bounded whatever the payload
+    /// size.
+    pub fn sink_within(mut self, sink: Sender<Envelope>, budget: Arc<ByteBudget>) -> Self {
+        self.sinks.push(Sink {
+            tx: sink,
+            budget: Some(budget),
+        });
         self
     }
 
@@ -255,12 +269,18 @@ fn port_of(endpoint: &str) -> u16 {
     endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
 }
 
+/// A sink's channel, and the byte budget its receiver releases, if any.
+struct Sink {
+    tx: Sender<Envelope>,
+    budget: Option<Arc<ByteBudget>>,
+}
+
 struct Forwarder {
     _ctx: zmq::Context,
     pull: zmq::Socket,
     connections: Connections,
     publisher: zmq::Socket,
-    sinks: Vec<Sender<Envelope>>,
+    sinks: Vec<Sink>,
     max: usize,
     stop: Arc<AtomicBool>,
     counters: Arc<StatsCell<ManagerStats>>,
@@ -343,18 +363,43 @@ impl Forwarder {
             } else {
                 env.clone().expect("present")
             };
-            match self.sinks[i].try_send(item) {
+            let bytes = self.sinks[i].budget.as_ref().map(|_| envelope_bytes(&item));
+            if let Some(n) = bytes {
+                self.wait_for_budget(i, n);
+            }
+            match self.sinks[i].tx.try_send(item) {
                 Ok(()) => {}
                 Err(TrySendError::Full(item)) => self.wait_for_sink(i, item),
-                Err(TrySendError::Disconnected(_)) => self.sink_gone(),
+                Err(TrySendError::Disconnected(_)) => self.sink_gone(i, bytes),
             }
         }
+    }
+
+    /// Waits until the sink's queue has room for `n` more bytes: a full
+    /// one holds the manager up as a full channel does.
+    fn wait_for_budget(&mut self, i: usize, n: usize) {
+        let budget = self.sinks[i].budget.clone().expect("a budgeted sink");
+        if budget.acquire(n, Duration::ZERO) {
+            return;
+        }
+        let start = Instant::now();
+        while !budget.acquire(n, Duration::from_millis(100)) {
+            // An empty channel holds none of those bytes (a receiver that
+            // does not release them): go on rather than wait forever.
+            if self.sinks[i].tx.is_empty() {
+                budget.release(budget.used());
+            }
+            let mut live = self.stats;
+            live.sink_blocked += start.elapsed();
+            self.counters.publish(&live);
+        }
+        self.stats.sink_blocked += start.elapsed();
     }
 
     fn wait_for_sink(&mut self, i: usize, mut item: Envelope) {
         let start = Instant::now();
         loop {
-            match self.sinks[i].send_timeout(item, Duration::from_millis(100)) {
+            match self.sinks[i].tx.send_timeout(item, Duration::from_millis(100)) {
                 Ok(()) => break,
                 Err(SendTimeoutError::Timeout(back)) => {
                     item = back;
@@ -363,8 +408,9 @@ impl Forwarder {
                     live.sink_blocked += start.elapsed();
                     self.counters.publish(&live);
                 }
-                Err(SendTimeoutError::Disconnected(_)) => {
-                    self.sink_gone();
+                Err(SendTimeoutError::Disconnected(back)) => {
+                    let bytes = self.sinks[i].budget.as_ref().map(|_| envelope_bytes(&back));
+                    self.sink_gone(i, bytes);
                     break;
                 }
             }
@@ -372,7 +418,10 @@ impl Forwarder {
         self.stats.sink_blocked += start.elapsed();
     }
 
-    fn sink_gone(&mut self) {
+    fn sink_gone(&mut self, i: usize, bytes: Option<usize>) {
+        if let (Some(budget), Some(n)) = (&self.sinks[i].budget, bytes) {
+            budget.release(n);
+        }
         self.stats.sink_lost += 1;
         if self.stats.sink_lost == 1 || self.stats.sink_lost.is_power_of_two() {
             log::error!(

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use cdktr_log::budget::ByteBudget;
 use cdktr_log::stats::StatsCell;
 pub use cdktr_log::wire::Watermark;
 use cdktr_log::Envelope;
@@ -31,6 +32,12 @@ pub struct PersisterConfig {
     pub flush_interval: Duration,
     /// Write as soon as this many messages are pending (default 20,000).
     pub batch_size: usize,
+    /// Write as soon as the pending messages hold this many bytes (default
+    /// 16 MiB), so that large payloads make smaller batches.
+    pub batch_bytes: usize,
+    /// Most bytes of messages in the input channel (default 32 MiB), for a
+    /// sender that takes them from [`Persister::budget`].
+    pub channel_bytes: usize,
     /// Capacity of the input channel (default 50,000). A full channel makes
     /// the log manager wait: that is the back-pressure.
     pub channel_capacity: usize,
@@ -41,6 +48,9 @@ pub struct PersisterConfig {
     /// message from any other publisher is lost and counted in
     /// [`PersisterStats::shed`].
     pub max_pending: usize,
+    /// Most bytes of messages held unwritten (default 64 MiB); as
+    /// `max_pending`, in bytes.
+    pub max_pending_bytes: usize,
     /// How long [`Persister::shutdown`] keeps retrying a failing write
     /// (default 10 s).
     pub shutdown_timeout: Duration,
@@ -55,8 +65,11 @@ impl Default for PersisterConfig {
         PersisterConfig {
             flush_interval: Duration::from_secs(30),
             batch_size: 20_000,
+            batch_bytes: 16 << 20,
+            channel_bytes: 32 << 20,
             channel_capacity: 50_000,
             max_pending: 100_000,
+            max_pending_bytes: 64 << 20,
             shutdown_timeout: Duration::from_secs(10),
             min_free_space: MinFreeSpace::Auto,
         }
@@ -137,6 +150,7 @@ pub struct PersisterStats {
 #[must_use = "dropping the persister shuts it down"]
 pub struct Persister {
     input: Sender<Envelope>,
+    budget: Arc<ByteBudget>,
     ctrl: Sender<Ctrl>,
     counters: Arc<StatsCell<PersisterStats>>,
     written: Marks,
@@ -184,13 +198,23 @@ impl Persister {
         let (input, rx) = bounded(config.channel_capacity.max(1));
         let (ctrl, ctrl_rx) = bounded(16);
         let counters = Arc::new(StatsCell::default());
-        let worker = Worker::new(store, rx, ctrl_rx, config, marks, counters.clone(), written.clone());
+        let budget = Arc::new(ByteBudget::new(config.channel_bytes));
+        let worker = Worker::new(
+            store,
+            (rx, budget.clone()),
+            ctrl_rx,
+            config,
+            marks,
+            counters.clone(),
+            written.clone(),
+        );
         let worker = std::thread::Builder::new()
             .name("cdktr-persister".into())
             .spawn(move || worker.run())
             .map_err(Error::Spawn)?;
         Ok(Persister {
             input,
+            budget,
             ctrl,
             counters,
             written,
@@ -201,6 +225,14 @@ impl Persister {
     /// The input channel: every message sent here is persisted.
     pub fn sender(&self) -> Sender<Envelope> {
         self.input.clone()
+    }
+
+    /// The input channel's byte budget ([`PersisterConfig::channel_bytes`]):
+    /// give it with [`sender`](Self::sender) to
+    /// `ManagerBuilder::sink_within`, and the channel is bounded in bytes
+    /// as well as lines.
+    pub fn budget(&self) -> Arc<ByteBudget> {
+        self.budget.clone()
     }
 
     /// Takes everything already in the input channel and writes all that

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cdktr_log::budget::{envelope_bytes, ByteBudget};
 use cdktr_log::stats::StatsCell;
 use cdktr_log::Envelope;
 use crossbeam_channel::{never, select, Receiver};
@@ -34,6 +35,10 @@ pub(super) struct Worker {
     /// Highest sequence number accepted (pending or written) per publisher.
     marks: HashMap<String, u64>,
     pending: Vec<Envelope>,
+    /// Bytes of the pending lines ([`envelope_bytes`]).
+    pending_bytes: usize,
+    /// The input channel's bytes, given back as lines are taken.
+    budget: Arc<ByteBudget>,
     /// When the oldest pending line was taken.
     pending_since: Option<Instant>,
     /// Lines declared lost, to be written with the next batch.
@@ -53,7 +58,7 @@ pub(super) struct Worker {
 impl Worker {
     pub fn new(
         store: Store,
-        rx: Receiver<Envelope>,
+        (rx, budget): (Receiver<Envelope>, Arc<ByteBudget>),
         ctrl: Receiver<Ctrl>,
         config: PersisterConfig,
         marks: HashMap<String, u64>,
@@ -72,6 +77,8 @@ impl Worker {
             config,
             marks,
             pending: Vec::new(),
+            pending_bytes: 0,
+            budget,
             pending_since: None,
             lost: Vec::new(),
             stats: PersisterStats::default(),
@@ -90,11 +97,7 @@ impl Worker {
         let (rx, ctrl, stalled) = (self.rx.clone(), self.ctrl.clone(), never());
         loop {
             // Memory stays bounded while writes fail: stop taking input.
-            let input = if self.failing || self.pending.len() < self.config.max_pending {
-                &rx
-            } else {
-                &stalled
-            };
+            let input = if self.failing || !self.full() { &rx } else { &stalled };
             let mut timeout = next_flush.saturating_duration_since(Instant::now());
             if self.dirty {
                 timeout = timeout.min(SHARE_EVERY);
@@ -108,8 +111,7 @@ impl Worker {
                         for _ in 1..self.config.batch_size {
                             // A full batch is written before more is taken
                             // (while writes fail, input is shed instead).
-                            let full = self.config.batch_size.min(self.config.max_pending);
-                            if !self.failing && self.pending.len() >= full {
+                            if !self.failing && (self.batch_ready() || self.full()) {
                                 break;
                             }
                             match rx.try_recv() {
@@ -150,7 +152,7 @@ impl Worker {
                 default(timeout) => {}
             }
             let due = Instant::now() >= next_flush;
-            if due || (!self.failing && self.pending.len() >= self.config.batch_size) {
+            if due || (!self.failing && self.batch_ready()) {
                 if !self.pending.is_empty() || !self.lost.is_empty() {
                     match self.flush() {
                         Ok(()) | Err(Error::SpaceLow { .. }) => {}
@@ -173,7 +175,21 @@ impl Worker {
         }
     }
 
+    /// As much as the persister holds unwritten, in lines or bytes.
+    fn full(&self) -> bool {
+        self.pending.len() >= self.config.max_pending || self.pending_bytes >= self.config.max_pending_bytes
+    }
+
+    /// A batch to write, in lines or bytes.
+    fn batch_ready(&self) -> bool {
+        self.pending.len() >= self.config.batch_size || self.pending_bytes >= self.config.batch_bytes
+    }
+
     fn accept(&mut self, env: Envelope) {
+        let bytes = envelope_bytes(&env);
+        // Out of the channel: its bytes leave the channel's budget.
+        self.budget.release(bytes);
+        let full = self.full();
         // One lookup on the hot path; a new publisher's entry is made only
         // when its first line is taken.
         let mark = self.marks.get_mut(env.publisher_id.as_str());
@@ -184,7 +200,7 @@ impl Worker {
             // Its publisher re-sends from the gap; taking this one now
             // would make the gap's messages look like duplicates.
             self.stats.gaps += 1;
-        } else if self.pending.len() >= self.config.max_pending {
+        } else if full {
             // Only reached while writes fail (otherwise input stalls first).
             self.stats.shed += 1;
             if self.stats.shed.is_power_of_two() {
@@ -205,6 +221,7 @@ impl Worker {
                 self.pending_since = Some(Instant::now());
             }
             self.pending.push(env);
+            self.pending_bytes += bytes;
             self.dirty = true;
         }
     }
@@ -251,7 +268,7 @@ impl Worker {
 
     /// Moves what is already in the channel into the pending batch.
     fn take_waiting(&mut self) {
-        while self.pending.len() < self.config.max_pending {
+        while !self.full() {
             match self.rx.try_recv() {
                 Ok(env) => self.accept(env),
                 Err(_) => break,
@@ -300,6 +317,7 @@ impl Worker {
                 self.stats.batches += 1;
                 self.stats.last_flush = start.elapsed();
                 self.pending.clear();
+                self.pending_bytes = 0;
                 self.pending_since = None;
                 self.lost.clear();
                 self.failing = false;
