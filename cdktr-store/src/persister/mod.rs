@@ -33,9 +33,9 @@ pub struct PersisterConfig {
     /// Write as soon as this many messages are pending (default 20,000).
     pub batch_size: usize,
     /// Write as soon as the pending messages hold this many bytes (default
-    /// 16 MiB), so that large payloads make smaller batches.
+    /// 8 MiB), so that large payloads make smaller batches.
     pub batch_bytes: usize,
-    /// Most bytes of messages in the input channel (default 32 MiB), for a
+    /// Most bytes of messages in the input channel (default 16 MiB), for a
     /// sender that takes them from [`Persister::budget`].
     pub channel_bytes: usize,
     /// Capacity of the input channel (default 50,000). A full channel makes
@@ -48,7 +48,7 @@ pub struct PersisterConfig {
     /// message from any other publisher is lost and counted in
     /// [`PersisterStats::shed`].
     pub max_pending: usize,
-    /// Most bytes of messages held unwritten (default 64 MiB); as
+    /// Most bytes of messages held unwritten (default 32 MiB); as
     /// `max_pending`, in bytes.
     pub max_pending_bytes: usize,
     /// How long [`Persister::shutdown`] keeps retrying a failing write
@@ -65,11 +65,11 @@ impl Default for PersisterConfig {
         PersisterConfig {
             flush_interval: Duration::from_secs(30),
             batch_size: 20_000,
-            batch_bytes: 16 << 20,
-            channel_bytes: 32 << 20,
+            batch_bytes: 8 << 20,
+            channel_bytes: 16 << 20,
             channel_capacity: 50_000,
             max_pending: 100_000,
-            max_pending_bytes: 64 << 20,
+            max_pending_bytes: 32 << 20,
             shutdown_timeout: Duration::from_secs(10),
             min_free_space: MinFreeSpace::Auto,
         }
