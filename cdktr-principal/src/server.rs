@@ -43,6 +43,7 @@ pub(crate) struct Counters {
     errors: AtomicU64,
     live_agents: AtomicU64,
     crashed: AtomicU64,
+    heartbeats: AtomicU64,
 }
 
 impl Counters {
@@ -190,6 +191,7 @@ fn snapshot(manager: &LogManager, persister: &Persister, c: &Counters, started: 
         space_low: p.space_low,
         free_space_bytes: p.free_space_bytes,
         live_agents: c.live_agents.load(Relaxed),
+        heartbeats: c.heartbeats.load(Relaxed),
         crashed: c.crashed.load(Relaxed),
         requests: c.requests.load(Relaxed),
         request_errors: c.errors.load(Relaxed),
@@ -351,6 +353,7 @@ impl ApiThread {
                 }
             }
             Request::Heartbeat { agent_id, running } => {
+                self.counters.heartbeats.fetch_add(1, Relaxed);
                 self.liveness.heartbeat(agent_id, running, Instant::now());
                 Response::Accepted
             }

@@ -253,6 +253,8 @@ pub struct PrincipalStats {
     pub shared_ids: u64,
     /// Agents whose heartbeats are current.
     pub live_agents: u64,
+    /// Heartbeats received.
+    pub heartbeats: u64,
     /// CRASHED rows written for silent agents' instances.
     pub crashed: u64,
     /// API requests served.

@@ -19,6 +19,7 @@ struct Net {
 }
 
 const PRINCIPAL_IP: &str = "10.77.0.1";
+const AGENT_IP: &str = "10.77.0.2";
 
 fn ip(args: &[&str]) -> bool {
     Command::new("ip")
@@ -76,18 +77,15 @@ impl Net {
         Some(net)
     }
 
-    /// Cuts (`false`) or restores the link: with the principal's end down,
-    /// the agent's packets are dropped silently, as on a real cut.
+    /// Cuts (`false`) or restores the link. Each side drops what it would
+    /// send the other (a blackhole route): the interfaces stay up, so no
+    /// carrier change tells TCP anything, as on a real cut somewhere
+    /// between two hosts.
     fn link(&self, up: bool) {
-        let state = if up { "up" } else { "down" };
-        assert!(ip(&[
-            "-n",
-            &self.principal_ns,
-            "link",
-            "set",
-            &self.principal_if,
-            state
-        ]));
+        let op = if up { "del" } else { "add" };
+        for (ns, peer) in [(&self.agent_ns, PRINCIPAL_IP), (&self.principal_ns, AGENT_IP)] {
+            assert!(ip(&["-n", ns, "route", op, "blackhole", &format!("{peer}/32")]));
+        }
     }
 
     fn run(&self, ns: &str, program: &Path) -> Command {
@@ -102,6 +100,16 @@ impl Drop for Net {
         ip(&["netns", "del", &self.principal_ns]);
         ip(&["netns", "del", &self.agent_ns]);
     }
+}
+
+fn heartbeats(net: &Net) -> u64 {
+    let out = net
+        .run(&net.principal_ns, &workspace_binary("cdktr-logs"))
+        .args(["stats", "-o", "json", "--host", PRINCIPAL_IP])
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats as JSON");
+    stats["heartbeats"].as_u64().expect("a heartbeat count")
 }
 
 fn timeline(net: &Net, instance: &str) -> String {
@@ -164,7 +172,25 @@ fn a_network_cut_shorter_than_the_heartbeat_timeout_marks_nothing_crashed() {
     std::thread::sleep(Duration::from_secs(2));
     net.link(false);
     std::thread::sleep(Duration::from_secs(8));
+    let before = heartbeats(&net);
     net.link(true);
+    // The agent's next heartbeat gets through within a heartbeat interval
+    // (1 s) and a connection: it does not wait behind TCP's retransmission
+    // backoff on a connection opened before the cut.
+    let back = Instant::now();
+    while heartbeats(&net) == before {
+        assert!(
+            back.elapsed() < Duration::from_secs(11),
+            "no heartbeat after the link returned"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = back.elapsed();
+    eprintln!("first heartbeat {took:?} after the link returned");
+    assert!(
+        took <= Duration::from_secs(3),
+        "first heartbeat only {took:?} after the link returned"
+    );
 
     let end = Instant::now() + Duration::from_secs(120);
     let status = loop {
