@@ -121,11 +121,17 @@ impl Heartbeats {
     pub fn start(api: &ApiConfig, agent_id: String, interval: Duration) -> Result<Heartbeats> {
         let running: Arc<Mutex<BTreeSet<String>>> = Arc::default();
         let r = running.clone();
-        let timeout = interval.min(Duration::from_secs(2));
+        // Short, so that after a network cut the next try (on a fresh
+        // connection) follows within about a second of the link returning.
+        let timeout = interval.min(Duration::from_secs(1));
         let poller = Poller::start("agent-heartbeat", api, timeout, interval, move |client| {
             let list: Vec<String> = r.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
-            if let Err(e) = client.call(|c| c.heartbeat(&agent_id, &list)) {
-                log::debug!("agent: heartbeat not delivered: {e}");
+            match client.call(|c| c.heartbeat(&agent_id, &list)) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::debug!("agent: heartbeat not delivered: {e}");
+                    false
+                }
             }
         })?;
         Ok(Heartbeats {

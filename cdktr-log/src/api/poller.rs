@@ -55,6 +55,9 @@ impl LazyClient {
     }
 }
 
+/// How soon a [`Poller`] tries again after a call that was not answered.
+pub const RETRY: Duration = Duration::from_millis(250);
+
 /// A thread that runs a closure with a [`LazyClient`] right away and then
 /// every `interval`, until the handle is stopped or dropped.
 #[derive(Debug)]
@@ -65,7 +68,10 @@ pub struct Poller {
 }
 
 impl Poller {
-    /// Starts the thread, named `name`.
+    /// Starts the thread, named `name`. `each` says whether its call was
+    /// answered: after one that was not, the next comes after
+    /// [`RETRY`] rather than the whole interval, so that a principal back
+    /// from a restart or a network cut hears from this client at once.
     ///
     /// # Errors
     /// [`Error::Spawn`] if the thread cannot be started.
@@ -74,16 +80,20 @@ impl Poller {
         api: &ApiConfig,
         timeout: Duration,
         interval: Duration,
-        mut each: impl FnMut(&mut LazyClient) + Send + 'static,
+        mut each: impl FnMut(&mut LazyClient) -> bool + Send + 'static,
     ) -> Result<Poller> {
         let (stop, stopped) = bounded::<()>(0);
         let mut client = LazyClient::new(api, timeout);
         let thread = std::thread::Builder::new()
             .name(format!("cdktr-{name}"))
             .spawn(move || loop {
-                each(&mut client);
+                let wait = if each(&mut client) {
+                    interval
+                } else {
+                    interval.min(RETRY)
+                };
                 // The handle drops its sender to stop us: no waiting out the interval.
-                if !matches!(stopped.recv_timeout(interval), Err(RecvTimeoutError::Timeout)) {
+                if !matches!(stopped.recv_timeout(wait), Err(RecvTimeoutError::Timeout)) {
                     break;
                 }
             })
@@ -207,6 +217,7 @@ mod tests {
             Duration::from_secs(3600),
             move |_| {
                 let _ = tx.send(());
+                true
             },
         )
         .unwrap();
@@ -221,5 +232,26 @@ mod tests {
         done.recv_timeout(Duration::from_secs(30))
             .expect("stop returned at once");
         assert!(rx.try_recv().is_err(), "no second run within the hour's interval");
+    }
+
+    #[test]
+    fn a_poller_whose_call_failed_tries_again_long_before_its_interval() {
+        let router = Router::bind();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let _poller = Poller::start(
+            "test-poller",
+            &router.config,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+            move |_| {
+                let _ = tx.send(());
+                false
+            },
+        )
+        .unwrap();
+        for _ in 0..3 {
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("a failed run is followed by another, not an hour later");
+        }
     }
 }

@@ -40,7 +40,7 @@ impl Acks {
         let m = marks.clone();
         let poller = Poller::start("log-acks", api, Duration::from_secs(1), ACK_POLL, move |client| {
             if !m.wanted.load(Relaxed) {
-                return;
+                return true;
             }
             let lost = *m.lost.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((first, last)) = lost {
@@ -53,8 +53,12 @@ impl Acks {
                     m.persisted.store(mark.persisted, Relaxed);
                     m.accepted.store(mark.accepted, Relaxed);
                     m.answers.fetch_add(1, Relaxed);
+                    true
                 }
-                Err(e) => log::debug!("log publisher {publisher_id}: watermark: {e}"),
+                Err(e) => {
+                    log::debug!("log publisher {publisher_id}: watermark: {e}");
+                    false
+                }
             }
         })?;
         Ok(Acks { marks, _poller: poller })
