@@ -6,7 +6,7 @@
 //! timeout is answered `busy` at once rather than left to time out.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,8 +31,9 @@ const BUSY_AFTER: Duration = Duration::from_secs(4);
 /// it writes them first. Younger lines wait for the next batch, so that a
 /// stream of queries does not make a stream of tiny batches.
 const FRESHNESS: Duration = Duration::from_millis(250);
-/// How often running queries are checked against their time limit.
-const WATCH_EVERY: Duration = Duration::from_millis(20);
+/// The longest the watchdog sleeps (it wakes at the earliest deadline, or
+/// when a query starts), so that it sees the server stop.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// The short lane's workers.
 const SHORT_WORKERS: usize = 1;
 
@@ -191,10 +192,11 @@ fn api_socket(op: &'static str) -> impl FnOnce(zmq::Error) -> crate::Error {
     move |source| crate::Error::ApiSocket { op, source }
 }
 
-/// Interrupts queries past their deadline.
+/// Interrupts queries at their deadline.
 #[derive(Default)]
 struct Watchdog {
     running: Mutex<Vec<Running>>,
+    started: Condvar,
 }
 
 struct Running {
@@ -206,10 +208,9 @@ struct Running {
 
 impl Watchdog {
     fn run(&self, stop: &AtomicBool) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         while !stop.load(Relaxed) {
-            std::thread::sleep(WATCH_EVERY);
             let now = Instant::now();
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             running.retain(|r| {
                 if now < r.deadline {
                     return true;
@@ -218,11 +219,19 @@ impl Watchdog {
                 r.handle.interrupt();
                 false
             });
+            let next = running.iter().map(|r| r.deadline).min();
+            let wait = next.map_or(WATCH_EVERY, |d| d.saturating_duration_since(now).min(WATCH_EVERY));
+            running = self
+                .started
+                .wait_timeout(running, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
     fn watch(&self, r: Running) {
         self.running.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+        self.started.notify_one();
     }
 
     fn done(&self, id: u64) {
@@ -283,15 +292,17 @@ impl Worker {
         });
         let result = self.query(request);
         self.watch.done(id);
+        // Interrupted, a query may also end early without an error (a
+        // result cut short): past its deadline, it is an error either way.
+        if fired.load(Relaxed) {
+            let message = format!(
+                "the query ran past the principal's time limit ({:?}); narrow it (a shorter range, more \
+                 filters) or raise --query-timeout",
+                self.time_limit
+            );
+            return Response::error(ErrorKind::TimedOut, message);
+        }
         result.unwrap_or_else(|e| match e {
-            _ if fired.load(Relaxed) => Response::error(
-                ErrorKind::TimedOut,
-                format!(
-                    "the query ran past the principal's time limit ({:?}); narrow it (a shorter range, \
-                     more filters) or raise --query-timeout",
-                    self.time_limit
-                ),
-            ),
             cdktr_store::Error::InvalidQuery(m) => Response::error(ErrorKind::Invalid, m),
             other => Response::error(ErrorKind::Database, other.to_string()),
         })
