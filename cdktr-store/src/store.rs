@@ -362,13 +362,20 @@ impl Store {
                 });
             }
         }
+        // DuckDB sizes its spill space from the free disk space when it
+        // opens: a reopen on a full disk would leave it none for good.
+        // Keep what it chose with room to spare, for a reopen to use.
+        let temp: String = conn
+            .query_row("SELECT current_setting('max_temp_directory_size')", [], |r| r.get(0))
+            .map_err(Error::db("reading the spill space"))?;
+        let settings = vec![format!("SET max_temp_directory_size = '{}'", temp.replace('\'', ""))];
         let handle = conn.try_clone().map_err(Error::db("opening another connection"))?;
         Ok(Store {
             shared: Arc::new(Shared {
                 location,
                 generation: AtomicU64::new(0),
                 root: Mutex::new(conn),
-                settings: Mutex::new(Vec::new()),
+                settings: Mutex::new(settings),
             }),
             conn: Mutex::new(Handle {
                 generation: 0,

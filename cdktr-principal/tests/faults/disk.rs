@@ -154,7 +154,10 @@ fn a_filling_disk_pauses_writes_with_a_warning_and_everything_is_stored_once_whe
         assert!(held.acknowledged < sent as u64, "{held:?}");
         let start = Instant::now();
         std::fs::remove_file(filler).unwrap();
-        publisher.wait_persisted(Duration::from_secs(120)).unwrap();
+        if let Err(e) = publisher.wait_persisted(Duration::from_secs(120)) {
+            let stats = api.stats();
+            panic!("{min_free}: {e}; {stats:?}\n{}", log.lock().unwrap());
+        }
         let recovery = start.elapsed();
         let after = api.stats().unwrap();
         assert!(!after.space_low, "{after:?}");

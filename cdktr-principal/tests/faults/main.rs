@@ -43,7 +43,7 @@ pub fn collect_stderr(child: &mut Killed) -> Arc<Mutex<String>> {
     let (err, sink) = (child.0.stderr.take().expect("stderr piped"), log.clone());
     std::thread::spawn(move || {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
-            let mut s = sink.lock().unwrap();
+            let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
             s.push_str(&line);
             s.push('\n');
         }
