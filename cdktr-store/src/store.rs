@@ -266,6 +266,13 @@ impl Store {
             path: path.clone(),
             reason: e.to_string(),
         })?;
+        // DuckDB sizes its spill space from the free disk space at the time
+        // it first needs it: reopened on a full disk, it would have none for
+        // good ("failed to offload data block ... 0 bytes"). Free space is
+        // watched by the persister, so give it no limit of its own.
+        fresh
+            .execute_batch("SET max_temp_directory_size = '1024TiB'")
+            .map_err(Error::db("sizing the spill space"))?;
         let settings = self.shared.settings.lock().unwrap_or_else(|e| e.into_inner());
         for sql in settings.iter() {
             fresh.execute_batch(sql).map_err(Error::db("applying settings again"))?;
@@ -362,13 +369,7 @@ impl Store {
                 });
             }
         }
-        // DuckDB sizes its spill space from the free disk space when it
-        // opens: a reopen on a full disk would leave it none for good.
-        // Keep what it chose with room to spare, for a reopen to use.
-        let temp: String = conn
-            .query_row("SELECT current_setting('max_temp_directory_size')", [], |r| r.get(0))
-            .map_err(Error::db("reading the spill space"))?;
-        let settings = vec![format!("SET max_temp_directory_size = '{}'", temp.replace('\'', ""))];
+        let settings = Vec::new();
         let handle = conn.try_clone().map_err(Error::db("opening another connection"))?;
         Ok(Store {
             shared: Arc::new(Shared {
