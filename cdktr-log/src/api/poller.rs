@@ -206,21 +206,29 @@ mod tests {
         assert_ne!(fresh, caller, "after a timeout the call must not reuse the connection");
     }
 
-    #[test]
-    fn a_poller_runs_at_once_and_stops_without_waiting_out_its_interval() {
-        let router = Router::bind();
+    /// A poller with an hour's interval whose runs report `answered`;
+    /// each run sends on the channel.
+    fn hourly(router: &Router, answered: bool) -> (Poller, crossbeam_channel::Receiver<()>) {
         let (tx, rx) = crossbeam_channel::unbounded();
+        let each = move |_: &mut LazyClient| {
+            let _ = tx.send(());
+            answered
+        };
         let poller = Poller::start(
             "test-poller",
             &router.config,
             Duration::from_millis(100),
             Duration::from_secs(3600),
-            move |_| {
-                let _ = tx.send(());
-                true
-            },
+            each,
         )
         .unwrap();
+        (poller, rx)
+    }
+
+    #[test]
+    fn a_poller_runs_at_once_and_stops_without_waiting_out_its_interval() {
+        let router = Router::bind();
+        let (poller, rx) = hourly(&router, true);
         rx.recv_timeout(Duration::from_secs(30))
             .expect("the first run is immediate");
         // An hour's interval: stop must not wait it out.
@@ -237,18 +245,7 @@ mod tests {
     #[test]
     fn a_poller_whose_call_failed_tries_again_long_before_its_interval() {
         let router = Router::bind();
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let _poller = Poller::start(
-            "test-poller",
-            &router.config,
-            Duration::from_millis(100),
-            Duration::from_secs(3600),
-            move |_| {
-                let _ = tx.send(());
-                false
-            },
-        )
-        .unwrap();
+        let (_poller, rx) = hourly(&router, false);
         for _ in 0..3 {
             rx.recv_timeout(Duration::from_secs(30))
                 .expect("a failed run is followed by another, not an hour later");

@@ -264,7 +264,10 @@ impl Acknowledged {
             log::warn!("log publisher {id}: spool not tidied: {e}");
         }
         if let Err(e) = spool.flush() {
-            log::error!("log publisher {id}: spool not written at shutdown: {e}");
+            // Held only in memory, which goes with this publisher: counted.
+            let lost = spool.unwritten_after(core.stats.acknowledged);
+            core.stats.dropped += lost;
+            log::error!("log publisher {id}: spool not written at shutdown ({lost} unacknowledged line(s) lost): {e}");
         }
         if spool.is_empty() {
             if let Err(e) = spool.remove() {

@@ -63,6 +63,8 @@ pub(crate) struct Spool {
     writer: Option<Writer>,
     /// Records appended to the writer's segment and not yet written.
     unwritten: Vec<u8>,
+    /// The number of the first of them.
+    unwritten_first: Option<u64>,
     /// The first record not held in memory; `None` when memory holds
     /// everything after what was acknowledged.
     reader: Option<Reader>,
@@ -152,6 +154,7 @@ impl Spool {
             segments: segments.into(),
             writer: None,
             unwritten: Vec::new(),
+            unwritten_first: None,
             reader,
             _lock: lock,
         }))
@@ -251,6 +254,7 @@ impl Spool {
                 file: None,
             });
         }
+        self.unwritten_first.get_or_insert(p.seq);
         let size = write_record(&mut self.unwritten, p);
         let seg = self.segments.back_mut().expect("the writer's segment");
         seg.bytes += size;
@@ -273,6 +277,7 @@ impl Spool {
             Ok(()) => {
                 w.written += self.unwritten.len() as u64;
                 self.unwritten.clear();
+                self.unwritten_first = None;
                 Ok(())
             }
             Err(e) => {
@@ -340,6 +345,7 @@ impl Spool {
             if self.writer.as_ref().is_some_and(|w| w.n == front.n) {
                 self.writer = None;
                 self.unwritten.clear();
+                self.unwritten_first = None;
             }
             let (n, bytes) = (front.n, front.bytes);
             fs::remove_file(self.path(n))?;
@@ -347,6 +353,15 @@ impl Spool {
             self.segments.pop_front();
         }
         Ok(())
+    }
+
+    /// Lines appended, numbered past `acknowledged`, and not written: what
+    /// a publisher stopping now would lose.
+    pub fn unwritten_after(&self, acknowledged: u64) -> u64 {
+        let (Some(first), Some(seg)) = (self.unwritten_first, self.segments.back()) else {
+            return 0;
+        };
+        seg.last_seq.saturating_sub(acknowledged.max(first.saturating_sub(1)))
     }
 
     /// Deletes the lock file once no segment is left, so that nothing is
@@ -394,114 +409,4 @@ pub(crate) fn read_record(r: &mut impl Read) -> io::Result<Option<Pending>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(seq: u64, n: usize) -> Pending {
-        Pending {
-            seq,
-            frames: vec![seq as u8; n],
-            split: 1,
-        }
-    }
-
-    fn segment_files(dir: &Path) -> usize {
-        fs::read_dir(dir)
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_str().unwrap().ends_with(".seg"))
-            .count()
-    }
-
-    fn read_all(s: &mut Spool) -> Vec<u64> {
-        std::iter::from_fn(|| s.read().unwrap()).map(|p| p.seq).collect()
-    }
-
-    #[test]
-    fn lines_past_memory_are_read_back_in_order_and_acknowledged_segments_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), "pub/1 ✓").unwrap().unwrap();
-        assert!(
-            Spool::open(dir.path(), "pub/1 ✓").unwrap().is_none(),
-            "held by the first"
-        );
-        let big = (SEGMENT_BYTES / 2) as usize;
-        // 1-2 also in memory, 3-5 only here: three segments' worth.
-        for seq in 1..=5 {
-            s.append(&p(seq, big), seq <= 2).unwrap();
-        }
-        s.flush().unwrap();
-        assert!(s.segments.len() >= 3);
-        assert!(s.is_behind());
-        assert_eq!(s.read().unwrap().unwrap().seq, 3);
-        s.append(&p(6, 10), false).unwrap();
-        assert_eq!(read_all(&mut s), [4, 5, 6]);
-        assert!(!s.is_behind(), "caught up");
-        s.release(4).unwrap();
-        assert!(segment_files(dir.path()) < 3, "segments up to 4 deleted");
-        s.release(6).unwrap();
-        assert!(s.is_empty());
-        assert_eq!(s.bytes(), 0);
-        assert_eq!(segment_files(dir.path()), 0);
-        s.remove().unwrap();
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left behind");
-    }
-
-    #[test]
-    fn a_dead_owners_lines_are_all_read_again_by_each_adopter_and_a_torn_tail_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), "a").unwrap().unwrap();
-        // Held in memory by their owner, written all the same.
-        for seq in 1..=4 {
-            s.append(&p(seq, 100), true).unwrap();
-        }
-        s.flush().unwrap();
-        s.append(&p(5, 100), true).unwrap(); // never written: the owner dies first
-        drop(s);
-        let last = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-            .max()
-            .unwrap();
-        OpenOptions::new()
-            .append(true)
-            .open(&last)
-            .unwrap()
-            .write_all(&[9, 0, 0])
-            .unwrap();
-        let size = fs::metadata(&last).unwrap().len();
-        for _ in 0..2 {
-            assert_eq!(Spool::orphans(dir.path()), ["a"]);
-            let mut s = Spool::open(dir.path(), "a").unwrap().unwrap();
-            assert!(Spool::orphans(dir.path()).is_empty(), "owned again");
-            assert_eq!(read_all(&mut s), [1, 2, 3, 4]);
-            // An adopter that dies before the acknowledgements rewrote nothing.
-            drop(s);
-            assert_eq!(fs::metadata(&last).unwrap().len(), size);
-        }
-        let mut s = Spool::open(dir.path(), "a").unwrap().unwrap();
-        assert_eq!(read_all(&mut s), [1, 2, 3, 4]);
-        s.release(4).unwrap();
-        s.remove().unwrap();
-        assert!(Spool::orphans(dir.path()).is_empty());
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn unacknowledged_segments_stay_however_far_reading_went() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), "b").unwrap().unwrap();
-        let big = (SEGMENT_BYTES / 2) as usize;
-        for seq in 1..=4 {
-            s.append(&p(seq, big), false).unwrap();
-        }
-        assert_eq!(read_all(&mut s), [1, 2, 3, 4]);
-        s.release(1).unwrap();
-        let left = segment_files(dir.path());
-        assert!(left >= 1);
-        drop(s);
-        let mut s = Spool::open(dir.path(), "b").unwrap().unwrap();
-        let seqs = read_all(&mut s);
-        assert!(seqs.ends_with(&[2, 3, 4]), "{seqs:?}");
-    }
-}
+mod tests;
