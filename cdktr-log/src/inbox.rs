@@ -55,6 +55,11 @@ impl Inbox {
         wire::decode_pair(&self.topic, &self.body, max_message_bytes)
     }
 
+    /// The marker last received: its topic (`wire::MARK_PREFIX`).
+    pub(crate) fn marker(&self) -> Option<&[u8]> {
+        (self.count == 2 && self.body.is_empty()).then(|| &self.topic[..])
+    }
+
     /// Takes the topic and body frames, to forward them without copying.
     pub(crate) fn take(&mut self) -> (zmq::Message, zmq::Message) {
         self.count = 0;

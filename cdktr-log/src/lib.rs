@@ -81,6 +81,8 @@ pub mod status;
 pub mod wire;
 
 #[cfg(feature = "sockets")]
+pub mod follower;
+#[cfg(feature = "sockets")]
 mod inbox;
 #[cfg(feature = "sockets")]
 pub mod manager;
@@ -94,12 +96,14 @@ pub mod testing;
 pub use config::{ApiConfig, BusConfig};
 pub use error::{Error, ErrorKind, Result};
 pub use message::{Level, LogMessage};
-pub use query::{LevelFilter, LogPage, LogQuery, Order};
+pub use query::{LevelFilter, LogPage, LogQuery, Order, Origin, Snapshot};
 pub use status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
 pub use wire::Envelope;
 
 #[cfg(feature = "sockets")]
 pub use api::ApiClient;
+#[cfg(feature = "sockets")]
+pub use follower::{Followed, History, LogFollower};
 #[cfg(feature = "sockets")]
 pub use manager::{LogManager, ManagerBuilder, ManagerStats};
 #[cfg(feature = "sockets")]

@@ -2,6 +2,7 @@
 //! carries. The store compiles it to parameterized SQL; nothing in it is
 //! ever formatted into SQL text.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -61,11 +62,44 @@ pub struct Cursor {
     pub row: i64,
 }
 
+/// A stored line's identity: the publisher that sent it and its number in
+/// that publisher's stream. The live stream carries the same pair
+/// ([`Envelope`](crate::wire::Envelope)), which is how a follower tells a
+/// live line it has already read from history.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Origin {
+    /// The publisher's id.
+    pub publisher_id: String,
+    /// The line's number in its publisher's stream, from 1.
+    pub seq: u64,
+}
+
+/// The stored history pinned at one moment, for reading it page by page
+/// while lines keep arriving (see `Request::Snapshot`).
+///
+/// Everything the principal had received when the snapshot was taken is
+/// in it. Pass `row` as [`LogQuery::as_of`] and every page sees exactly
+/// the lines stored then; a line of publisher `p` numbered above
+/// `persisted[p]` was not stored then, and so is in no page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The newest stored row when it was taken (-1 for none).
+    pub row: i64,
+    /// Per publisher, the highest number stored then: each publisher's
+    /// stored lines are the first `persisted[p]` of its stream (lines
+    /// declared lost aside).
+    pub persisted: BTreeMap<String, u64>,
+}
+
 /// One page of a log query's results.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogPage {
     /// The lines, in the query's order.
     pub lines: Vec<LogMessage>,
+    /// Each line's identity, in the same order; `None` for lines stored
+    /// before the schema kept it (version 3).
+    #[serde(default)]
+    pub origins: Vec<Option<Origin>>,
     /// Set when more lines may follow: the query's `after` for the next
     /// page.
     pub next: Option<Cursor>,
@@ -116,6 +150,12 @@ pub struct LogQuery {
     pub order: Order,
     /// Continue after this row: the `next` of the previous page.
     pub after: Option<Cursor>,
+    /// Only lines stored when the [`Snapshot`] with this `row` was taken,
+    /// so that paging meets no line stored since.
+    pub as_of: Option<i64>,
+    /// Only lines stored after the [`Snapshot`] with this `row` was taken:
+    /// what a follower missed while the principal was away.
+    pub stored_after: Option<i64>,
 }
 
 impl LogQuery {

@@ -1,7 +1,7 @@
 //! Watchers' side of the bus: follow the live stream, all of it or some
 //! workflows.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::config::BusConfig;
@@ -18,6 +18,8 @@ use crate::wire::{self, Envelope, DEFAULT_MAX_MESSAGE_BYTES};
 ///
 /// Like every ZeroMQ SUB socket, a new subscription takes effect a moment
 /// after it is made; messages published before that are not received.
+/// [`wait_subscribed`](LogSubscriber::wait_subscribed) waits for that
+/// moment.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -32,11 +34,19 @@ use crate::wire::{self, Envelope, DEFAULT_MAX_MESSAGE_BYTES};
 #[must_use = "a subscriber receives nothing until it is read"]
 pub struct LogSubscriber {
     socket: zmq::Socket,
+    /// Hears the connection to the principal drop.
+    monitor: zmq::Socket,
+    disconnects: u64,
     _ctx: zmq::Context,
     workflows: HashSet<String>,
     max: usize,
     rejected: u64,
     inbox: Inbox,
+    /// Lines received while waiting for a marker.
+    early: VecDeque<Envelope>,
+    /// The marker awaited, and whether it came.
+    marker: Option<(Vec<u8>, bool)>,
+    markers_asked: u64,
 }
 
 /// Configures a [`LogSubscriber`]; see [`LogSubscriber::builder`].
@@ -77,17 +87,29 @@ impl SubscriberBuilder {
         socket
             .set_maxmsgsize(hard_limit)
             .map_err(Error::zmq("set MAXMSGSIZE"))?;
+        socket
+            .monitor("inproc://monitor", zmq::SocketEvent::DISCONNECTED as i32)
+            .map_err(Error::zmq("monitor the SUB socket"))?;
+        let monitor = ctx.socket(zmq::PAIR).map_err(Error::zmq("create a monitor socket"))?;
+        monitor
+            .connect("inproc://monitor")
+            .map_err(Error::zmq("connect the monitor socket"))?;
         let endpoint = self.config.publishing_endpoint();
         socket
             .connect(&endpoint)
             .map_err(|source| Error::Connect { endpoint, source })?;
         let mut sub = LogSubscriber {
             socket,
+            monitor,
+            disconnects: 0,
             _ctx: ctx,
             workflows: HashSet::new(),
             max: self.max_message_bytes,
             rejected: 0,
             inbox: Inbox::new(),
+            early: VecDeque::new(),
+            marker: None,
+            markers_asked: 0,
         };
         if self.workflows.is_empty() {
             sub.socket.set_subscribe(b"").map_err(Error::zmq("subscribe"))?;
@@ -145,6 +167,58 @@ impl LogSubscriber {
         Ok(())
     }
 
+    /// Waits until the principal applies this subscriber's subscriptions:
+    /// from then on every line it republishes for them reaches this
+    /// subscriber (its queue limit aside). Lines received meanwhile are
+    /// kept for [`recv`](Self::recv). True once applied; false if `timeout`
+    /// passed first.
+    ///
+    /// It asks the manager for a marker (`docs/wire-format.md`,
+    /// "Markers"), again every 500 ms in case one was lost.
+    ///
+    /// # Errors
+    /// [`Error::Zmq`] if the socket fails.
+    pub fn wait_subscribed(&mut self, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.markers_asked += 1;
+            let mut topic = wire::MARK_PREFIX.to_vec();
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            let token = format!("{}-{nanos}-{}", std::process::id(), self.markers_asked);
+            topic.extend_from_slice(token.as_bytes());
+            self.socket.set_subscribe(&topic).map_err(Error::zmq("subscribe"))?;
+            self.marker = Some((topic.clone(), false));
+            let ask_again = (Instant::now() + Duration::from_millis(500)).min(deadline);
+            let came = loop {
+                match self.next_raw(ask_again)? {
+                    Some(env) => self.early.push_back(env),
+                    None if self.marker.as_ref().is_some_and(|m| m.1) => break true,
+                    None if Instant::now() >= ask_again => break false,
+                    None => {}
+                }
+            };
+            self.marker = None;
+            self.socket.set_unsubscribe(&topic).map_err(Error::zmq("unsubscribe"))?;
+            if came {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Times the connection to the principal dropped (it stopped, or the
+    /// network failed); the socket reconnects on its own, and lines
+    /// published meanwhile are not received. Counted before any line
+    /// received after the drop is returned.
+    pub fn disconnects(&self) -> u64 {
+        self.disconnects
+    }
+
     /// Messages received that failed to decode (none, from a cdktr manager).
     pub fn rejected(&self) -> u64 {
         self.rejected
@@ -155,10 +229,22 @@ impl LogSubscriber {
     /// # Errors
     /// [`Error::Zmq`] if the socket fails.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Envelope>> {
+        if let Some(env) = self.early.pop_front() {
+            return Ok(Some(env));
+        }
         let deadline = Instant::now() + timeout;
+        self.next_raw(deadline)
+    }
+
+    /// The next line received before `deadline`; `None` at the deadline,
+    /// or as soon as the awaited marker comes.
+    fn next_raw(&mut self, deadline: Instant) -> Result<Option<Envelope>> {
         loop {
             if let Some(env) = self.try_recv()? {
                 return Ok(Some(env));
+            }
+            if self.marker.as_ref().is_some_and(|m| m.1) {
+                return Ok(None);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -189,7 +275,27 @@ impl LogSubscriber {
 
     /// A waiting message, or `None` without waiting.
     fn try_recv(&mut self) -> Result<Option<Envelope>> {
-        while self.inbox.recv(&self.socket).map_err(Error::zmq("receive"))? {
+        loop {
+            // Events first: a drop is seen before the lines after it.
+            while let Ok(event) = self.monitor.recv_multipart(zmq::DONTWAIT) {
+                if event.len() == 2 {
+                    self.disconnects += 1;
+                }
+            }
+            if !self.inbox.recv(&self.socket).map_err(Error::zmq("receive"))? {
+                break;
+            }
+            if let Some(topic) = self.inbox.marker() {
+                // Another subscriber's markers reach a subscriber of
+                // everything: skipped.
+                if let Some((awaited, came)) = self.marker.as_mut() {
+                    if awaited.as_slice() == topic {
+                        *came = true;
+                        return Ok(None);
+                    }
+                }
+                continue;
+            }
             match self.inbox.decode(self.max) {
                 Ok(env) if self.workflows.is_empty() || self.workflows.contains(&env.message.workflow_id) => {
                     return Ok(Some(env))
@@ -207,6 +313,7 @@ impl std::fmt::Debug for LogSubscriber {
         f.debug_struct("LogSubscriber")
             .field("workflows", &self.workflows)
             .field("rejected", &self.rejected)
+            .field("disconnects", &self.disconnects)
             .finish_non_exhaustive()
     }
 }

@@ -315,6 +315,12 @@ impl Worker {
                 query.limit = Some(limit.min(MAX_PAGE_LINES));
                 Response::Logs(self.store.query_page(&query, MAX_PAGE_BYTES)?)
             }
+            Request::Snapshot { query } => {
+                // Pinning writes what the manager handed over; then the
+                // marks are read like any query.
+                let row = self.persister.pin(self.time_limit)?;
+                Response::Snapshot(self.store.snapshot(&query, row)?)
+            }
             Request::CountLogs { query } => Response::Count {
                 count: self.store.count_logs(&query)?,
             },

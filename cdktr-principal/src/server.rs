@@ -315,6 +315,7 @@ impl ApiThread {
         };
         let response = match request {
             Request::QueryLogs { .. }
+            | Request::Snapshot { .. }
             | Request::CountLogs { .. }
             | Request::GetRecentWorkflowStatuses(_)
             | Request::GetWorkflowTimeline { .. } => {

@@ -71,6 +71,6 @@ mod store;
 pub use duckdb::InterruptHandle;
 pub use error::{Error, Result};
 pub use persister::{MinFreeSpace, Persister, PersisterConfig, PersisterStats};
-pub use query::{Cursor, LevelFilter, LogPage, LogQuery, Order};
+pub use query::{Cursor, LevelFilter, LogPage, LogQuery, Order, Origin, Snapshot};
 pub use status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
 pub use store::{Location, MemoryLimit, Store, SCHEMA_VERSION};

@@ -2,9 +2,11 @@
 
 use cdktr_log::{Level, LogMessage};
 
-pub use cdktr_log::query::{Cursor, LevelFilter, LogPage, LogQuery, Order, DEFAULT_LIMIT, DEFAULT_WINDOW};
+pub use cdktr_log::query::{
+    Cursor, LevelFilter, LogPage, LogQuery, Order, Origin, Snapshot, DEFAULT_LIMIT, DEFAULT_WINDOW,
+};
 use duckdb::arrow::array::{Array, AsArray, RecordBatch};
-use duckdb::arrow::datatypes::{DataType, Int64Type};
+use duckdb::arrow::datatypes::{DataType, Int64Type, UInt64Type};
 use duckdb::types::Value;
 
 use crate::error::{Error, Result};
@@ -19,7 +21,7 @@ fn compile(q: &LogQuery, now_ms: i64, max_bytes: Option<usize>) -> Result<(Strin
     let (filters, mut params) = where_clause(q, start, end)?;
     let mut sql = format!(
         "SELECT workflow_id, workflow_name, workflow_instance_id, task_name, task_instance_id, \
-         timestamp_ms, level, payload, rowid AS row_n FROM logstore WHERE {filters}"
+         timestamp_ms, level, payload, publisher_id, seq, rowid AS row_n FROM logstore WHERE {filters}"
     );
     let (cmp, dir) = match q.order {
         Order::OldestFirst => (">", "ASC"),
@@ -91,6 +93,16 @@ fn where_clause(q: &LogQuery, start: i64, end: Option<i64>) -> Result<(String, V
         sql.push_str(" AND strpos(payload, ?) > 0");
         params.push(Value::Text(text.clone()));
     }
+    if let Some(row) = q.as_of {
+        // The table is insert-only, so rows are numbered in the order they
+        // were stored.
+        sql.push_str(" AND rowid <= ?");
+        params.push(Value::BigInt(row));
+    }
+    if let Some(row) = q.stored_after {
+        sql.push_str(" AND rowid > ?");
+        params.push(Value::BigInt(row));
+    }
     Ok((sql, params))
 }
 
@@ -129,6 +141,38 @@ impl Store {
             .map_err(Error::db("counting logs"))
     }
 
+    /// Completes a snapshot pinned at `row` by
+    /// [`Persister::pin`](crate::Persister::pin): per publisher, the
+    /// highest number among the stored lines `query` matches (its limit,
+    /// order, cursor and `as_of` aside). A follower drops a live line of
+    /// publisher `p` numbered at or below `persisted[p]`: it matches the
+    /// query and was stored, so the history has it.
+    ///
+    /// # Errors
+    /// As [`query_logs`](Self::query_logs).
+    pub fn snapshot(&self, query: &LogQuery, row: i64) -> Result<Snapshot> {
+        let q = LogQuery {
+            as_of: Some(row),
+            ..query.clone()
+        };
+        let (start, end, _) = q.resolve(chrono_now_ms())?;
+        let (filters, params) = where_clause(&q, start, end)?;
+        let sql = format!(
+            "SELECT publisher_id, max(seq) FROM logstore WHERE {filters} AND publisher_id IS NOT NULL \
+             GROUP BY publisher_id"
+        );
+        let op = "reading a snapshot";
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&sql).map_err(Error::db(op))?;
+        let rows = stmt
+            .query_map(duckdb::params_from_iter(params), |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
+            })
+            .map_err(Error::db(op))?;
+        let persisted = rows.collect::<duckdb::Result<_>>().map_err(Error::db(op))?;
+        Ok(Snapshot { row, persisted })
+    }
+
     /// Runs a log query for one page: at most the query's limit in lines,
     /// and no more lines once `max_bytes` of text is reached (one line
     /// always comes). `next` is set when more lines may follow; pass it as
@@ -150,26 +194,29 @@ impl Store {
             .query_arrow(duckdb::params_from_iter(params))
             .map_err(Error::db(op))?
             .collect();
-        let mut lines = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+        let n = batches.iter().map(RecordBatch::num_rows).sum();
+        let mut page = LogPage {
+            lines: Vec::with_capacity(n),
+            origins: Vec::with_capacity(n),
+            next: None,
+        };
         let (mut last, mut limited) = (None, 0);
         for b in &batches {
-            if let Some((cursor, n)) = rows_from_batch(b, &mut lines)? {
+            if let Some((cursor, n)) = rows_from_batch(b, &mut page)? {
                 (last, limited) = (Some(cursor), n);
             }
         }
         let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
         // Full, or cut short by the byte cap: more may follow.
-        let more = lines.len() >= limit || limited > lines.len();
-        Ok(LogPage {
-            next: if more { last } else { None },
-            lines,
-        })
+        let more = page.lines.len() >= limit || limited > page.lines.len();
+        page.next = if more { last } else { None };
+        Ok(page)
     }
 }
 
 /// Appends a batch's rows; returns the cursor of its last row and, when
 /// the byte cap applied, how many rows the limit alone would have given.
-fn rows_from_batch(b: &RecordBatch, out: &mut Vec<LogMessage>) -> Result<Option<(Cursor, usize)>> {
+fn rows_from_batch(b: &RecordBatch, out: &mut LogPage) -> Result<Option<(Cursor, usize)>> {
     let text = |i: usize| -> Result<Vec<String>> { strings(b.column(i).as_ref()) };
     let (wid, wname, wiid, tname, tiid) = (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
     let ts = b
@@ -177,8 +224,21 @@ fn rows_from_batch(b: &RecordBatch, out: &mut Vec<LogMessage>) -> Result<Option<
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| Error::InvalidQuery("timestamp_ms is not BIGINT".into()))?;
     let (level, payload) = (text(6)?, text(7)?);
+    let publisher = b.column(8);
+    let publishers = strings(publisher.as_ref())?;
+    let seq = b
+        .column(9)
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or_else(|| Error::InvalidQuery("seq is not UBIGINT".into()))?;
+    for (i, publisher_id) in publishers.into_iter().enumerate() {
+        let known = !publisher.is_null(i) && !seq.is_null(i);
+        out.origins.push(known.then(|| Origin {
+            publisher_id,
+            seq: seq.value(i),
+        }));
+    }
     let row_n = b
-        .column(8)
+        .column(10)
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| Error::InvalidQuery("rowid is not BIGINT".into()))?;
     let rows = wid
@@ -195,7 +255,7 @@ fn rows_from_batch(b: &RecordBatch, out: &mut Vec<LogMessage>) -> Result<Option<
         ((((((workflow_id, workflow_name), workflow_instance_id), task_name), task_instance_id), level), payload),
     ) in rows
     {
-        out.push(LogMessage {
+        out.lines.push(LogMessage {
             workflow_id,
             workflow_name,
             workflow_instance_id,
@@ -209,7 +269,7 @@ fn rows_from_batch(b: &RecordBatch, out: &mut Vec<LogMessage>) -> Result<Option<
         });
     }
     let n = b.num_rows();
-    let limited = match b.columns().get(9).and_then(|c| c.as_primitive_opt::<Int64Type>()) {
+    let limited = match b.columns().get(11).and_then(|c| c.as_primitive_opt::<Int64Type>()) {
         Some(c) if n > 0 => c.value(0) as usize,
         _ => 0,
     };

@@ -12,7 +12,7 @@ use cdktr_log::config::Setting;
 use crate::error::{Error, Result};
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Each migration takes the schema from the previous version to its own.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -56,6 +56,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
          last_seq     UBIGINT NOT NULL,
          timestamp_ms BIGINT  NOT NULL
      );",
+    ),
+    (
+        3,
+        // A line's identity, as the live stream carries it; NULL for the
+        // lines of older files.
+        "ALTER TABLE logstore ADD COLUMN publisher_id VARCHAR;
+     ALTER TABLE logstore ADD COLUMN seq UBIGINT;",
     ),
 ];
 

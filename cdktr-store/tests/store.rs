@@ -80,7 +80,17 @@ fn schema_has_exactly_the_specified_columns_and_a_version() {
             "task_instance_id",
             "timestamp_ms",
             "level",
-            "payload"
+            "payload",
+            "publisher_id",
+            "seq"
+        ]
+    );
+    let identity: Vec<(String, String)> = columns("logstore").split_off(8);
+    assert_eq!(
+        identity,
+        [
+            ("publisher_id".to_string(), "VARCHAR".to_string()),
+            ("seq".to_string(), "UBIGINT".to_string())
         ]
     );
     assert_eq!(
@@ -115,7 +125,7 @@ fn schema_has_exactly_the_specified_columns_and_a_version() {
     drop(conn);
     // Opening again is idempotent.
     let again = Store::open(&path).unwrap();
-    assert_eq!(again.schema_version().unwrap(), 2);
+    assert_eq!(again.schema_version().unwrap(), cdktr_store::SCHEMA_VERSION);
 }
 
 #[test]
@@ -145,13 +155,43 @@ fn a_version_1_file_is_migrated_to_the_current_schema_keeping_its_rows() {
     let conn = duckdb::Connection::open(&path).unwrap();
     conn.execute_batch(
         "DROP TABLE publisher_gap; DELETE FROM cdktr_schema_version WHERE version > 1;
-         INSERT INTO publisher_watermark VALUES ('p', 7, 0);",
+         ALTER TABLE logstore DROP COLUMN publisher_id; ALTER TABLE logstore DROP COLUMN seq;
+         INSERT INTO publisher_watermark VALUES ('old', 7, 0);
+         INSERT INTO logstore VALUES ('w', 'W', 'i', 't', 'ti', 5, 'INFO', 'an old line');",
     )
     .unwrap();
     drop(conn);
     let store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), cdktr_store::SCHEMA_VERSION);
-    assert_eq!(store.publisher_watermark("p").unwrap(), 7, "rows kept");
+    assert_eq!(store.publisher_watermark("old").unwrap(), 7, "rows kept");
+    // An old line has no identity; a new one has its own.
+    let new = LogMessage {
+        timestamp_ms: 6,
+        payload: "a new line".into(),
+        ..message(0)
+    };
+    persist(&store, PersisterConfig::default(), &[new]);
+    let page = store
+        .query_page(
+            &LogQuery {
+                start_ms: Some(0),
+                ..LogQuery::default()
+            },
+            usize::MAX,
+        )
+        .unwrap();
+    let payloads: Vec<&str> = page.lines.iter().map(|l| l.payload.as_str()).collect();
+    assert_eq!(payloads, ["an old line", "a new line"]);
+    assert_eq!(
+        page.origins,
+        [
+            None,
+            Some(cdktr_store::Origin {
+                publisher_id: "p".into(),
+                seq: 1
+            })
+        ]
+    );
     drop(store);
     let conn = duckdb::Connection::open(&path).unwrap();
     let gaps: i64 = conn

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::{PrincipalStats, Request, Response, DEFAULT_TIMEOUT, MAX_PAGE_LINES};
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
-use crate::query::{LogPage, LogQuery};
+use crate::query::{LogPage, LogQuery, Snapshot};
 use crate::status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
 use crate::wire::Watermark;
 
@@ -120,6 +120,19 @@ impl ApiClient {
     pub fn ping(&mut self) -> Result<(u32, String)> {
         self.expect(&Request::Ping {}, |r| match r {
             Response::Pong { api, version } => Some((api, version)),
+            _ => None,
+        })
+    }
+
+    /// Pins the stored history for paging while lines arrive (see
+    /// [`Request::Snapshot`]).
+    ///
+    /// # Errors
+    /// As [`call`](Self::call); [`Error::Api`].
+    pub fn snapshot(&mut self, query: &LogQuery) -> Result<Snapshot> {
+        let request = Request::Snapshot { query: query.clone() };
+        self.expect(&request, |r| match r {
+            Response::Snapshot(s) => Some(s),
             _ => None,
         })
     }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::error::ErrorKind;
 use crate::error::{Error, Result};
-use crate::query::{LogPage, LogQuery};
+use crate::query::{LogPage, LogQuery, Snapshot};
 use crate::status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
 
 mod check;
@@ -63,6 +63,16 @@ pub enum Request {
     /// reply's `next` as the query's `after` for the following page.
     QueryLogs {
         /// The query.
+        query: LogQuery,
+    },
+    /// Pins the stored history for a follower; replies
+    /// [`Response::Snapshot`]. Every line the principal had received when
+    /// the request came is written first; then `row` names the newest
+    /// stored row, and `persisted` the highest number per publisher among
+    /// the stored lines `query` matches (its limit, order, `after` and
+    /// `as_of` aside). See [`Snapshot`].
+    Snapshot {
+        /// The follower's filters.
         query: LogQuery,
     },
     /// How many stored lines a query matches (its limit, order and `after`
@@ -153,6 +163,7 @@ impl Request {
         match self {
             Request::Ping {} => "Ping",
             Request::QueryLogs { .. } => "QueryLogs",
+            Request::Snapshot { .. } => "Snapshot",
             Request::CountLogs { .. } => "CountLogs",
             Request::GetRecentWorkflowStatuses(_) => "GetRecentWorkflowStatuses",
             Request::GetWorkflowTimeline { .. } => "GetWorkflowTimeline",
@@ -166,9 +177,10 @@ impl Request {
     }
 
     /// Every operation's name.
-    pub const OPS: [&'static str; 11] = [
+    pub const OPS: [&'static str; 12] = [
         "Ping",
         "QueryLogs",
+        "Snapshot",
         "CountLogs",
         "GetRecentWorkflowStatuses",
         "GetWorkflowTimeline",
@@ -283,6 +295,8 @@ pub enum Response {
     },
     /// To [`Request::QueryLogs`]: `lines` and `next` beside `"reply"`.
     Logs(LogPage),
+    /// To [`Request::Snapshot`]: `row` and `persisted` beside `"reply"`.
+    Snapshot(Snapshot),
     /// To [`Request::CountLogs`].
     Count {
         /// Lines matched.

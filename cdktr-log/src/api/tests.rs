@@ -5,6 +5,19 @@ fn bytes(v: serde_json::Value) -> Vec<u8> {
     rmp_serde::to_vec_named(&v).unwrap()
 }
 
+fn line() -> crate::LogMessage {
+    crate::LogMessage {
+        workflow_id: "w".into(),
+        workflow_name: "W".into(),
+        workflow_instance_id: "i".into(),
+        task_name: "t".into(),
+        task_instance_id: "ti".into(),
+        timestamp_ms: 1,
+        level: crate::Level::Warn,
+        payload: "x".into(),
+    }
+}
+
 #[test]
 fn requests_round_trip_and_read_as_documented() {
     let all = [
@@ -12,8 +25,18 @@ fn requests_round_trip_and_read_as_documented() {
         Request::QueryLogs {
             query: LogQuery::default(),
         },
+        Request::Snapshot {
+            query: LogQuery {
+                workflow_instance_id: Some("i".into()),
+                ..LogQuery::default()
+            },
+        },
         Request::CountLogs {
-            query: LogQuery::default(),
+            query: LogQuery {
+                as_of: Some(7),
+                stored_after: Some(3),
+                ..LogQuery::default()
+            },
         },
         Request::GetRecentWorkflowStatuses(RecentWorkflows::default()),
         Request::GetWorkflowTimeline {
@@ -161,6 +184,21 @@ fn replies_round_trip() {
             version: "0.1.0".into(),
         },
         Response::Logs(LogPage::default()),
+        Response::Logs(LogPage {
+            lines: vec![line(), line()],
+            origins: vec![
+                Some(crate::query::Origin {
+                    publisher_id: "p".into(),
+                    seq: 9,
+                }),
+                None,
+            ],
+            next: None,
+        }),
+        Response::Snapshot(Snapshot {
+            row: 41,
+            persisted: [("p".to_string(), 9)].into_iter().collect(),
+        }),
         Response::Count { count: 7 },
         Response::Workflows { runs: vec![] },
         Response::Timeline {

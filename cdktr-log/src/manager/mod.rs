@@ -19,7 +19,7 @@ use crate::config::BusConfig;
 use crate::error::{Error, Result};
 use crate::inbox::Inbox;
 use crate::stats::StatsCell;
-use crate::wire::{Envelope, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::wire::{self, Envelope, DEFAULT_MAX_MESSAGE_BYTES};
 
 /// The running log manager; shuts down and joins its thread on
 /// [`shutdown`](Self::shutdown) or drop.
@@ -87,6 +87,8 @@ pub struct ManagerStats {
     /// Publisher ids whose numbers kept stepping back: two live publishers
     /// sharing one id (each noticed at most once per 10 s, logged).
     pub shared_ids: u64,
+    /// Markers sent, one per follower that attached.
+    pub marks: u64,
 }
 
 /// Configures a [`LogManager`]; see [`LogManager::builder`].
@@ -156,7 +158,8 @@ impl ManagerBuilder {
         let listening_endpoint = bind(&pull, &self.config.listening_endpoint())?;
         let connections = Connections::watch(&ctx, &pull, &listening_endpoint, hard_limit)?;
 
-        let publisher = ctx.socket(zmq::PUB).map_err(Error::zmq("create the PUB socket"))?;
+        // XPUB: a PUB that also hears subscriptions, to answer markers.
+        let publisher = ctx.socket(zmq::XPUB).map_err(Error::zmq("create the PUB socket"))?;
         publisher.set_sndhwm(self.pub_hwm).map_err(Error::zmq("set SNDHWM"))?;
         publisher.set_linger(0).map_err(Error::zmq("set LINGER"))?;
         let publishing_endpoint = bind(&publisher, &self.config.publishing_endpoint())?;
@@ -306,6 +309,7 @@ impl Forwarder {
                 n += 1;
             }
             self.connections.update(&self.pull, &mut self.stats);
+            self.answer_marks();
             self.publish_stats();
             if stopping && n < BATCH {
                 // Everything ZeroMQ had received before the stop is handled.
@@ -315,6 +319,7 @@ impl Forwarder {
                 let mut items = [
                     self.pull.as_poll_item(zmq::POLLIN),
                     self.connections.monitor().as_poll_item(zmq::POLLIN),
+                    self.publisher.as_poll_item(zmq::POLLIN),
                 ];
                 if let Err(e) = zmq::poll(&mut items, 50) {
                     log::error!("log manager: poll failed: {e}");
@@ -356,6 +361,24 @@ impl Forwarder {
             }
         }
         true
+    }
+
+    /// Reads the subscriptions that came in and answers each marker
+    /// subscription with its marker (`docs/wire-format.md`, "Markers").
+    /// Subscriptions are applied in the order each subscriber made them,
+    /// so when the marker reaches it, its earlier subscriptions are in
+    /// force; and every line forwarded before is already with the sinks.
+    fn answer_marks(&mut self) {
+        while let Ok(frame) = self.publisher.recv_bytes(zmq::DONTWAIT) {
+            if let [1, topic @ ..] = frame.as_slice() {
+                if topic.starts_with(wire::MARK_PREFIX) {
+                    self.stats.marks += 1;
+                    if self.publisher.send(topic, zmq::SNDMORE | zmq::DONTWAIT).is_ok() {
+                        let _ = self.publisher.send(&[][..], zmq::DONTWAIT);
+                    }
+                }
+            }
+        }
     }
 
     fn deliver(&mut self, env: Envelope) {

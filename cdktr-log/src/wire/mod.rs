@@ -100,6 +100,13 @@ pub fn write_topic(workflow_id: &str, out: &mut Vec<u8>) {
     out.push(0);
 }
 
+/// Subscriptions that start with these bytes ask for a marker: the
+/// manager answers each with one message whose topic is the subscription
+/// and whose body frame is empty (no log line has an empty body). When a
+/// subscriber receives it, everything it subscribed to before is in force
+/// (`docs/wire-format.md`, "Markers").
+pub const MARK_PREFIX: &[u8] = b"\0cdktr-mark\0";
+
 /// The topic frame for `workflow_id`: also the SUB filter that matches
 /// exactly that workflow.
 pub fn topic(workflow_id: &str) -> Vec<u8> {

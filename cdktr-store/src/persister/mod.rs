@@ -165,6 +165,7 @@ const SHARE_EVERY: Duration = Duration::from_millis(5);
 
 enum Ctrl {
     Flush(Sender<Result<()>>),
+    Pin(Sender<Result<i64>>),
     FlushOlder(Duration, Sender<Result<()>>),
     Shutdown,
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
@@ -245,7 +246,7 @@ impl Persister {
         self.ask(timeout, Ctrl::Flush)
     }
 
-    fn ask(&self, timeout: Duration, ctrl: impl FnOnce(Sender<Result<()>>) -> Ctrl) -> Result<()> {
+    fn ask<T>(&self, timeout: Duration, ctrl: impl FnOnce(Sender<Result<T>>) -> Ctrl) -> Result<T> {
         let (tx, rx) = bounded(1);
         let start = Instant::now();
         self.ctrl.send_timeout(ctrl(tx), timeout).map_err(|e| match e {
@@ -267,6 +268,16 @@ impl Persister {
     /// As [`flush_now`](Self::flush_now).
     pub fn flush_older_than(&self, age: Duration, timeout: Duration) -> Result<()> {
         self.ask(timeout, |tx| Ctrl::FlushOlder(age, tx))
+    }
+
+    /// Writes every line received so far, then returns the newest stored
+    /// row (-1 for none): the `row` of a [`Snapshot`](crate::Snapshot),
+    /// which [`Store::snapshot`] completes.
+    ///
+    /// # Errors
+    /// As [`flush_now`](Self::flush_now).
+    pub fn pin(&self, timeout: Duration) -> Result<i64> {
+        self.ask(timeout, Ctrl::Pin)
     }
 
     /// How far `publisher_id`'s stream has come; zeros for a publisher

@@ -122,6 +122,10 @@ impl Worker {
                     }
                 }
                 recv(ctrl) -> c => match c {
+                    Ok(Ctrl::Pin(reply)) => {
+                        let _ = reply.send(self.pin());
+                        next_flush = Instant::now() + self.config.flush_interval;
+                    }
                     Ok(Ctrl::Flush(reply)) => {
                         self.take_waiting();
                         let _ = reply.send(self.flush());
@@ -276,6 +280,32 @@ impl Worker {
         }
     }
 
+    /// Writes every line that was in the channel when asked (the manager
+    /// had handed them over before the request was made), then reads the
+    /// newest row.
+    fn pin(&mut self) -> Result<i64> {
+        let mut waiting = self.rx.len();
+        loop {
+            while waiting > 0 && !self.full() {
+                match self.rx.try_recv() {
+                    Ok(env) => self.accept(env),
+                    Err(_) => break,
+                }
+                waiting -= 1;
+            }
+            self.flush()?;
+            if waiting == 0 || self.rx.is_empty() {
+                break;
+            }
+        }
+        self.store
+            .conn()
+            .query_row("SELECT coalesce(max(rowid), -1) FROM logstore", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(Error::db("reading the newest row"))
+    }
+
     fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() && self.lost.is_empty() {
             return Ok(());
@@ -391,6 +421,8 @@ fn write_batch(
                 m.timestamp_ms,
                 m.level.as_str(),
                 m.payload,
+                e.publisher_id,
+                e.seq,
             ])?;
         }
         // Dropping an appender flushes too, but throws the error away.

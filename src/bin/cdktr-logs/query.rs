@@ -75,7 +75,7 @@ pub fn run(m: &ArgMatches, p: &Principal, out: &mut Out) -> Result {
         } else {
             Order::OldestFirst
         },
-        after: None,
+        ..LogQuery::default()
     };
     let mut api = p.client()?;
     if let Some(n) = last_n {
