@@ -35,11 +35,12 @@ fn line(workflow_id: &str, level: Level, payload: &str) -> LogMessage {
     }
 }
 
-#[test]
-fn tail_follows_one_workflow_at_a_level_as_json() {
-    let manager = LogManager::builder(&any_ports()).start().unwrap();
-    let mut child = cli(manager.config())
-        .args(["tail", "-w", "etl", "--level", "warn", "-o", "json"])
+/// `cdktr-logs tail ARGS` against `principal`, its lines as they come.
+fn tail(principal: &cdktr_principal::Principal, args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut child = cli(principal.bus().config())
+        .env("CDKTR_PRINCIPAL_PORT", principal.api_config().port.to_string())
+        .arg("tail")
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -52,8 +53,42 @@ fn tail_follows_one_workflow_at_a_level_as_json() {
             }
         }
     });
-    let publisher = LogPublisher::connect(manager.config()).unwrap();
-    // Probe until the subscription is in place.
+    (child, rx)
+}
+
+/// Payloads printed (as JSON lines) up to and without the one named `end`.
+fn payloads_until_end(rx: &mpsc::Receiver<String>) -> Vec<String> {
+    let mut shown = Vec::new();
+    loop {
+        let l = rx.recv_timeout(Duration::from_secs(30)).expect("tail keeps printing");
+        let v: serde_json::Value = serde_json::from_str(&l).expect("one JSON object per line");
+        let payload = v["payload"].as_str().unwrap().to_string();
+        if payload == "end" {
+            return shown;
+        }
+        shown.push(payload);
+    }
+}
+
+fn started_principal() -> (cdktr_principal::Principal, LogPublisher, tempfile::TempDir) {
+    let principal = cdktr_principal::testing::local_principal()
+        .database(cdktr_store::Location::Memory)
+        .start()
+        .unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let publisher = LogPublisher::builder(principal.bus().config())
+        .acknowledged_by(&principal.api_config())
+        .spool_dir(spool.path())
+        .start()
+        .unwrap();
+    (principal, publisher, spool)
+}
+
+#[test]
+fn tail_follows_one_workflow_at_a_level_as_json() {
+    let (principal, publisher, _spool) = started_principal();
+    let (mut child, rx) = tail(&principal, &["-w", "etl", "--level", "warn", "-o", "json"]);
+    // Probe until the follower is attached (it prints lines from then on).
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         assert!(Instant::now() < end, "tail never received anything");
@@ -71,27 +106,62 @@ fn tail_follows_one_workflow_at_a_level_as_json() {
     ] {
         publisher.publish(line(wf, level, payload)).unwrap();
     }
-    let mut shown = Vec::new();
-    loop {
-        let l = rx.recv_timeout(Duration::from_secs(30)).expect("tail keeps printing");
-        let v: serde_json::Value = serde_json::from_str(&l).expect("one JSON object per line");
-        let payload = v["payload"].as_str().unwrap().to_string();
-        if payload == "end" {
-            break;
-        }
-        if payload != "probe" {
-            shown.push((v["level"].as_str().unwrap().to_string(), payload));
-        }
-    }
-    assert_eq!(
-        shown,
-        [
-            ("WARN".into(), "shown warn".into()),
-            ("ERROR".into(), "shown error".into())
-        ]
-    );
+    let shown: Vec<String> = payloads_until_end(&rx).into_iter().filter(|p| p != "probe").collect();
+    assert_eq!(shown, ["shown warn", "shown error"]);
     child.kill().unwrap();
     child.wait().unwrap();
+    publisher.shutdown().unwrap();
+    principal.shutdown().unwrap();
+}
+
+#[test]
+fn tail_n_prints_the_last_stored_lines_of_one_task_then_follows() {
+    let (principal, publisher, _spool) = started_principal();
+    let at = |task: &str, i: usize| LogMessage {
+        task_name: task.into(),
+        timestamp_ms: 1_795_768_200_000 + i as i64,
+        ..line("etl", Level::Info, &format!("{task} {i}"))
+    };
+    for i in 0..20 {
+        publisher.publish(at("extract", i)).unwrap();
+        publisher.publish(at("load", i)).unwrap();
+    }
+    publisher.wait_persisted(Duration::from_secs(60)).unwrap();
+    let (mut child, rx) = tail(&principal, &["-i", "etl-1", "--task", "load", "-n", "3", "-o", "json"]);
+    let first: Vec<String> = (0..3)
+        .map(|_| {
+            let l = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the stored lines come first");
+            serde_json::from_str::<serde_json::Value>(&l).unwrap()["payload"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(first, ["load 17", "load 18", "load 19"]);
+    // Then live lines, of that task only.
+    for i in 20..23 {
+        publisher.publish(at("extract", i)).unwrap();
+        publisher.publish(at("load", i)).unwrap();
+    }
+    publisher
+        .publish(LogMessage {
+            task_name: "load".into(),
+            ..line("etl", Level::Info, "end")
+        })
+        .unwrap();
+    assert_eq!(payloads_until_end(&rx), ["load 20", "load 21", "load 22"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // --since and -n together are refused.
+    let out = cli(principal.bus().config())
+        .args(["tail", "-n", "3", "--since", "1h"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    publisher.shutdown().unwrap();
+    principal.shutdown().unwrap();
 }
 
 #[test]

@@ -321,7 +321,17 @@ impl LogFollower {
         if self.config.workflows.len() == 1 {
             filter.workflow_id = self.config.workflows.first().cloned();
         }
-        let snap = self.api.snapshot(&filter)?;
+        let snap = match self.api.snapshot(&filter) {
+            Ok(snap) => snap,
+            // Live lines need no history: a principal whose database fails
+            // still serves them. A re-sync then goes by time.
+            Err(Error::Api { kind, message }) if first && self.config.history == History::Live => {
+                log::warn!("follower: no snapshot of the stored lines ({kind}: {message}); following live lines");
+                self.uptime_ms = self.api.stats().map(|s| s.uptime_ms).unwrap_or(0);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         if first {
             self.uptime_ms = self.api.stats().map(|s| s.uptime_ms).unwrap_or(0);
         }

@@ -271,6 +271,7 @@ fn a_database_failing_writes_loses_nothing_and_tail_keeps_receiving() {
     let mut tail = Command::new(cdktr_principal::testing::workspace_binary("cdktr-logs"))
         .args(["tail", "-o", "json"])
         .env("CDKTR_LOGS_PUBLISHING_PORT", p.bus.publishing_port.to_string())
+        .env("CDKTR_PRINCIPAL_PORT", p.api.port.to_string())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

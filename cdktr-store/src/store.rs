@@ -406,10 +406,15 @@ fn invalidated(conn: &Connection) -> bool {
 
 /// The principal never reaches out to the network: no extension is
 /// downloaded or loaded behind its back.
+///
+/// DuckDB 1.2's late materialization (ORDER BY ... LIMIT of 50 rows or
+/// fewer) fails with an internal error when the query also filters on
+/// `rowid`, as snapshots and cursors do: it is off.
 fn config() -> Result<duckdb::Config> {
     duckdb::Config::default()
         .enable_autoload_extension(false)
         .and_then(|c| c.with("autoinstall_known_extensions", "false"))
+        .and_then(|c| c.with("late_materialization_max_rows", "0"))
         .map_err(Error::db("configuring DuckDB"))
 }
 

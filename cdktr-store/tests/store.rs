@@ -1062,3 +1062,53 @@ fn memory_limit_and_threads_take_sizes_and_refuse_anything_else() {
     store.set_threads(1).unwrap();
     assert_eq!(store.schema_version().unwrap(), cdktr_store::SCHEMA_VERSION);
 }
+
+#[test]
+fn small_pages_of_a_snapshot_newest_first_are_answered() {
+    // DuckDB 1.2 fails ORDER BY ... LIMIT <= 50 with a rowid filter unless
+    // late materialization is off (an internal error, not an empty page).
+    let store = Store::open_in_memory().unwrap();
+    let lines: Vec<LogMessage> = (0..40)
+        .map(|i| LogMessage {
+            workflow_instance_id: "run".into(),
+            task_name: if i % 2 == 0 { "load" } else { "extract" }.into(),
+            timestamp_ms: T0 + i as i64,
+            payload: format!("{i}"),
+            ..message(i)
+        })
+        .collect();
+    persist(&store, PersisterConfig::default(), &lines);
+    for order in [Order::NewestFirst, Order::OldestFirst] {
+        let q = LogQuery {
+            start_ms: Some(i64::MIN),
+            workflow_instance_id: Some("run".into()),
+            task_name: Some("load".into()),
+            limit: Some(3),
+            order,
+            as_of: Some(39),
+            ..LogQuery::default()
+        };
+        let page = store.query_page(&q, 8 << 20).unwrap();
+        let payloads: Vec<&str> = page.lines.iter().map(|l| l.payload.as_str()).collect();
+        let want = match order {
+            Order::NewestFirst => ["38", "36", "34"],
+            Order::OldestFirst => ["0", "2", "4"],
+        };
+        assert_eq!(payloads, want, "{order:?}");
+        // Lines stored after the snapshot are not in it; those after it are.
+        let later = store
+            .query_page(
+                &LogQuery {
+                    as_of: Some(9),
+                    stored_after: Some(3),
+                    limit: Some(50),
+                    ..q
+                },
+                8 << 20,
+            )
+            .unwrap();
+        let mut rows: Vec<String> = later.lines.into_iter().map(|l| l.payload).collect();
+        rows.sort_by_key(|p| p.parse::<u32>().unwrap());
+        assert_eq!(rows, ["4", "6", "8"], "{order:?}");
+    }
+}
