@@ -5,15 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cdktr_log::{BusConfig, Level, LogManager, LogMessage, LogPublisher};
-
-fn any_ports() -> BusConfig {
-    BusConfig {
-        host: "127.0.0.1".into(),
-        listening_port: 0,
-        publishing_port: 0,
-    }
-}
+use cdktr_log::{BusConfig, Level, LogMessage, LogPublisher};
 
 fn cli(bus: &BusConfig) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cdktr-logs"));
