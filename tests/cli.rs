@@ -249,3 +249,21 @@ fn colour_only_styles_and_follows_the_color_flag_and_no_color() {
     publisher.shutdown().unwrap();
     principal.shutdown().unwrap();
 }
+
+#[test]
+fn ui_without_a_terminal_is_one_clear_error() {
+    let free = cdktr_log::testing::free_port();
+    let bus = BusConfig {
+        host: "127.0.0.1".into(),
+        listening_port: free,
+        publishing_port: free,
+    };
+    let out = cli(&bus).arg("ui").stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs a terminal") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains('\x1b'), "nothing drawn");
+}

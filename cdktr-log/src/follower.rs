@@ -321,6 +321,15 @@ impl LogFollower {
         if self.config.workflows.len() == 1 {
             filter.workflow_id = self.config.workflows.first().cloned();
         }
+        // The marks matter for lines that may yet come live: on a re-sync,
+        // those stored since the last snapshot (the marks before are
+        // known); following live only, the last hour's (an older line that
+        // comes live again is news to this follower).
+        if !first {
+            filter.stored_after = self.pinned;
+        } else if self.config.history == History::Live {
+            filter.start_ms = Some(self.resume_from.saturating_sub(3_600_000));
+        }
         let snap = match self.api.snapshot(&filter) {
             Ok(snap) => snap,
             // Live lines need no history: a principal whose database fails
@@ -457,6 +466,7 @@ impl LogFollower {
             workflow_instance_id: self.config.instance.clone(),
             task_name: self.config.task.clone(),
             levels: self.config.min_level.map(LevelFilter::AtLeast),
+            limit: Some(crate::api::MAX_PAGE_LINES),
             ..LogQuery::default()
         }
     }

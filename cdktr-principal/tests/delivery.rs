@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use cdktr_log::{ApiConfig, BusConfig, Level, LogMessage, LogPublisher, PublisherStats};
 use cdktr_store::{LogQuery, Store};
 
-use cdktr_principal::testing::free_port;
+use cdktr_principal::testing::{free_port, ChildPrincipal as Running};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -38,48 +38,12 @@ fn ports() -> Ports {
     }
 }
 
-/// A principal child process, killed if the test fails before stopping it.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn principal(db: &Path, p: &Ports) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cdktr-principal"))
-        .arg("--db")
-        .arg(db)
-        .args(["--api-port", &p.api.port.to_string()])
-        .args(["--listening-port", &p.bus.listening_port.to_string()])
-        .args(["--publishing-port", &p.bus.publishing_port.to_string()])
-        .args(["--flush-interval", "200ms"])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut banner = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    assert!(banner.contains("logs in on"), "{banner:?}");
-    Running(child)
+    Running::start(db, &p.bus, &p.api, "200ms")
 }
 
-fn kill(Running(child): &mut Running, signal: &str) {
-    let ok = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let status = child.wait().unwrap();
-    if signal == "-TERM" {
-        assert!(status.success(), "{status:?}");
-    }
+fn kill(child: &mut Running, signal: &str) {
+    child.kill(signal);
 }
 
 fn line(publisher: usize, i: usize) -> LogMessage {

@@ -4,16 +4,14 @@
 //! killed and restarted during the follow.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cdktr_log::follower::{Followed, FollowedLine, History, LogFollower};
 use cdktr_log::{ApiConfig, BusConfig, Level, LogMessage, LogPublisher};
-use cdktr_principal::testing::{free_port, local_principal};
+use cdktr_principal::testing::{free_port, local_principal, ChildPrincipal};
 use cdktr_store::{Location, LogQuery, Origin, Store};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -296,37 +294,6 @@ fn a_follower_attaching_mid_stream_shows_each_stored_line_once_in_order() {
     principal.shutdown().unwrap();
 }
 
-/// A principal child process on fixed ports, killed if the test fails.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn principal_process(db: &Path, bus: &BusConfig, api: &ApiConfig) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cdktr-principal"))
-        .arg("--db")
-        .arg(db)
-        .args(["--api-port", &api.port.to_string()])
-        .args(["--listening-port", &bus.listening_port.to_string()])
-        .args(["--publishing-port", &bus.publishing_port.to_string()])
-        .args(["--flush-interval", "100ms"])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut banner = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    assert!(banner.contains("logs in on"), "{banner:?}");
-    Running(child)
-}
-
 #[test]
 fn a_follow_across_a_principal_killed_and_restarted_misses_nothing_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -340,7 +307,7 @@ fn a_follow_across_a_principal_killed_and_restarted_misses_nothing_and_repeats_n
         host: "127.0.0.1".into(),
         port: free_port(),
     };
-    let mut child = principal_process(&db, &bus, &api);
+    let mut child = ChildPrincipal::start(&db, &bus, &api, "100ms");
     let w = writers(&bus, &api, &dir.path().join("spool"), 2);
     std::thread::sleep(Duration::from_millis(200));
     let mut f = LogFollower::builder(&bus, &api)
@@ -364,7 +331,7 @@ fn a_follow_across_a_principal_killed_and_restarted_misses_nothing_and_repeats_n
             None => {}
         }
     }
-    child = principal_process(&db, &bus, &api);
+    child = ChildPrincipal::start(&db, &bus, &api, "100ms");
     read(&mut f, &mut shown, |s| s.len() >= before + 4_000);
     w.finish();
     let everything = LogQuery {

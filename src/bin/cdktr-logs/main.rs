@@ -1,11 +1,12 @@
 //! `cdktr-logs`: the user's view of the logs, live and stored.
 //!
 //! ```text
-//! cdktr-logs tail  [-w WORKFLOW]... [--level L] [-o text|json]
 //! cdktr-logs query [-w WORKFLOW] [-i INSTANCE] [--task T] [--level L] [--since 1h|RFC3339]
 //!                  [--until 1h|RFC3339] [--grep TEXT] [-n N] [-o text|json]
 //! cdktr-logs status [--recent N] [-w WORKFLOW] [-i INSTANCE] [-o text|json]
 //! cdktr-logs stats [-o text|json]
+//! cdktr-logs tail  [-w WORKFLOW]... [-i INSTANCE] [--task T] [--level L] [-n N | --since WHEN]
+//! cdktr-logs ui    [-i INSTANCE] [-w WORKFLOW] [--scrollback LINES]
 //! ```
 //!
 //! `tail` follows the live stream, like `kubectl logs -f`. `query` reads
@@ -23,6 +24,7 @@ mod output;
 mod query;
 mod status;
 mod tail;
+mod ui;
 
 use std::num::NonZeroU16;
 use std::process::ExitCode;
@@ -111,6 +113,7 @@ fn cli() -> Command {
         .subcommand(tail::command())
         .subcommand(query::command())
         .subcommand(status::command())
+        .subcommand(ui::command())
         .subcommand(Command::new("stats").about("The principal's counters").arg(output()))
 }
 
@@ -203,12 +206,18 @@ fn main() -> ExitCode {
     };
     let result = Principal::from(&m).and_then(|p| {
         let (name, sub) = m.subcommand().ok_or("a subcommand is needed (try --help)")?;
-        let mut out = Out::new(color, sub.get_one::<String>("output").is_some_and(|o| o == "json"));
+        let json = sub
+            .try_get_one::<String>("output")
+            .ok()
+            .flatten()
+            .is_some_and(|o| o == "json");
+        let mut out = Out::new(color, json);
         match name {
             "tail" => tail::run(sub, &p, &mut out),
             "query" => query::run(sub, &p, &mut out),
             "status" => status::run(sub, &p, &mut out),
             "stats" => status::stats(&p, &mut out),
+            "ui" => ui::run(sub, &p),
             _ => Err("unknown subcommand (try --help)".into()),
         }
     });
