@@ -52,6 +52,11 @@ fn cli() -> Command {
                 .help("How long to publish (e.g. 500ms, 10s, 2m)"),
         )
         .arg(
+            Arg::new("workflow")
+                .long("workflow")
+                .help("The workflow id (default loadgen-<ms>); publisher N writes instance <workflow>-N"),
+        )
+        .arg(
             Arg::new("messages")
                 .long("messages")
                 .value_parser(value_parser!(u64).range(1..))
@@ -119,7 +124,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut api = ApiClient::connect(&api_config)?;
     api.ping()
         .map_err(|e| format!("no principal at {}: {e}", api_config.endpoint()))?;
-    let workflow_id = format!("loadgen-{}", cdktr_logs::bus::message::now_ms());
+    let workflow_id = m
+        .get_one::<String>("workflow")
+        .cloned()
+        .unwrap_or_else(|| format!("loadgen-{}", cdktr_logs::bus::message::now_ms()));
 
     // The live subscriber, for end-to-end latency.
     let t0 = Instant::now();
