@@ -9,7 +9,9 @@
 //!   republishes each message on a PUB socket, and hands it, without loss,
 //!   to in-process sinks such as the store's Persister.
 //! - Anyone can follow the stream with a [`LogSubscriber`], filtered by
-//!   exact workflow id.
+//!   exact workflow id; a [`LogFollower`] joins a run's stored history to
+//!   its live lines with none missing or repeated, across principal
+//!   restarts (the CLI's `tail -n` and the TUI use it).
 //! - The principal's request/reply API ([`api`], `docs/api.md`): agents
 //!   record statuses and heartbeats, tools query logs with [`LogQuery`],
 //!   through an [`ApiClient`]. Its types live here, not in the store, so
