@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cdktr_log::{Level, LogMessage, LogPublisher, RunStatus};
 use cdktr_log::testing::free_port;
+use cdktr_log::{Level, LogMessage, LogPublisher, RunStatus};
 use portable_pty::{native_pty_system, CommandBuilder, PtySize};
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -246,7 +246,7 @@ fn a_follower_attaching_mid_stream_shows_each_stored_line_once_in_order() {
     let mut runs = Vec::new();
     for k in 0..ATTACHES {
         w.current.store(k, Relaxed);
-        let started = w.published.load(Relaxed);
+        let (started, at) = (w.published.load(Relaxed), Instant::now());
         // Attach at a random moment of the run: 10-400 ms into it.
         std::thread::sleep(Duration::from_millis(10 + rng.below(390)));
         let history = match k % 3 {
@@ -262,17 +262,18 @@ fn a_follower_attaching_mid_stream_shows_each_stored_line_once_in_order() {
         // Until the live stream has given 500 lines.
         read(&mut f, &mut shown, |s| s.iter().filter(|l| l.live).count() >= 500);
         let during = w.published.load(Relaxed) - started;
-        runs.push((k, history, shown, during));
+        let rate = during as f64 / at.elapsed().as_secs_f64();
+        runs.push((k, history, shown, during, rate));
     }
     w.finish();
     principal.persister().flush_now(WAIT).unwrap();
     let mut total = 0;
-    for (k, history, shown, during) in &runs {
+    for (k, history, shown, during, rate) in &runs {
         let stored = stored(principal.store(), &format!("run-{k}"));
         let label = format!("attach {k} ({history:?})");
         let backfilled = shown.iter().filter(|l| !l.live).count();
         eprintln!(
-            "{label}: {backfilled} from history, {} live; {during} published meanwhile",
+            "{label}: {backfilled} from history, {} live; {during} published meanwhile ({rate:.0} lines/s)",
             shown.len() - backfilled
         );
         let first_live = shown.iter().position(|l| l.live).unwrap();

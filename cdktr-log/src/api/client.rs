@@ -67,6 +67,11 @@ impl ApiClient {
         self
     }
 
+    /// As [`with_timeout`](Self::with_timeout), for a client in use.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// Sends a request and waits for its reply, whatever it is (an error
     /// reply is returned as [`Response::Error`]).
     ///
