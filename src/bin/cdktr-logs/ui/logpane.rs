@@ -16,26 +16,16 @@ use super::text::{clock, sanitize};
 /// Lines kept unless `--scrollback` says otherwise.
 pub const DEFAULT_SCROLLBACK: usize = 100_000;
 
-/// One line as shown: sanitized once, when it arrives.
+/// One line as received; made safe for the terminal only when drawn (a
+/// burst of lines costs no copies of lines never seen).
 #[derive(Debug, Clone)]
 pub struct Shown {
-    pub level: Level,
-    pub task: String,
-    pub timestamp_ms: i64,
-    /// The payload, safe for the terminal.
-    pub text: String,
     pub raw: LogMessage,
 }
 
 impl Shown {
-    pub fn new(m: LogMessage) -> Shown {
-        Shown {
-            level: m.level,
-            task: sanitize(&m.task_name),
-            timestamp_ms: m.timestamp_ms,
-            text: sanitize(&m.payload),
-            raw: m,
-        }
+    pub fn new(raw: LogMessage) -> Shown {
+        Shown { raw }
     }
 }
 
@@ -103,7 +93,7 @@ impl LogPane {
     }
 
     fn passes(&self, l: &Shown) -> bool {
-        self.min_level.is_none_or(|m| l.level >= m) && self.task.as_ref().is_none_or(|t| *t == l.raw.task_name)
+        self.min_level.is_none_or(|m| l.raw.level >= m) && self.task.as_ref().is_none_or(|t| *t == l.raw.task_name)
     }
 
     fn line(&self, absolute: usize) -> &Shown {
@@ -217,7 +207,7 @@ impl LogPane {
         } else {
             self.first_shown()
         };
-        match self.find(from, forward, |l| l.text.contains(needle.as_str())) {
+        match self.find(from, forward, |l| l.raw.payload.contains(needle.as_str())) {
             Some(i) => {
                 self.pause_at(i);
                 true
@@ -229,7 +219,7 @@ impl LogPane {
     /// Shows the next ERROR line; false when there is none.
     pub fn next_error(&mut self) -> bool {
         let from = self.first_shown() + usize::from(!self.follow);
-        match self.find(from, true, |l| l.level == Level::Error) {
+        match self.find(from, true, |l| l.raw.level == Level::Error) {
             Some(i) => {
                 self.pause_at(i);
                 true
@@ -243,7 +233,7 @@ impl LogPane {
             Some(s) => self
                 .view
                 .iter()
-                .filter(|&&a| self.line(a).text.contains(s.as_str()))
+                .filter(|&&a| self.line(a).raw.payload.contains(s.as_str()))
                 .count(),
             None => 0,
         }
@@ -299,18 +289,20 @@ impl LogPane {
     }
 
     fn render_line(&self, l: &Shown) -> Line<'static> {
+        let m = &l.raw;
+        let text = sanitize(&m.payload);
         let mut spans = vec![
-            Span::styled(clock(l.timestamp_ms), Style::new().fg(Color::DarkGray)),
+            Span::styled(clock(m.timestamp_ms), Style::new().fg(Color::DarkGray)),
             Span::raw(" "),
-            Span::styled(format!("{:<5}", l.level.as_str()), level_style(l.level)),
+            Span::styled(format!("{:<5}", m.level.as_str()), level_style(m.level)),
             Span::raw(" "),
-            Span::styled(l.task.clone(), Style::new().fg(Color::Cyan)),
+            Span::styled(sanitize(&m.task_name), Style::new().fg(Color::Cyan)),
             Span::raw(" "),
         ];
         match self.search.as_deref().filter(|s| !s.is_empty()) {
             Some(needle) => {
                 let hit = Style::new().bg(Color::Yellow).fg(Color::Black);
-                let mut rest = l.text.as_str();
+                let mut rest = text.as_str();
                 while let Some(at) = rest.find(needle) {
                     spans.push(Span::raw(rest[..at].to_string()));
                     spans.push(Span::styled(needle.to_string(), hit));
@@ -318,7 +310,7 @@ impl LogPane {
                 }
                 spans.push(Span::raw(rest.to_string()));
             }
-            None => spans.push(Span::raw(l.text.clone())),
+            None => spans.push(Span::raw(text)),
         }
         Line::from(spans)
     }

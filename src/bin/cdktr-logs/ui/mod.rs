@@ -16,11 +16,11 @@ mod workers;
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::{value_parser, Arg, ArgMatches, Command};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event, KeyEventKind};
 use ratatui::crossterm::terminal::{
@@ -117,9 +117,12 @@ pub fn run(m: &ArgMatches, p: &Principal) -> Result {
         hook(info);
     }));
 
-    let (tx, rx) = mpsc::sync_channel::<Msg>(256);
+    // Keys on a channel of their own, looked at before any data: a burst
+    // of lines never queues ahead of a key.
+    let (tx, rx) = bounded::<Msg>(256);
+    let (keys_tx, keys) = bounded::<Msg>(256);
     let open = Arc::new(Mutex::new(None::<String>));
-    let (wake_tx, wake_rx) = mpsc::channel();
+    let (wake_tx, wake_rx) = bounded(1);
     let _poller = workers::poller(
         p.api.clone(),
         m.get_one::<String>("workflow").cloned(),
@@ -136,7 +139,7 @@ pub fn run(m: &ArgMatches, p: &Principal) -> Result {
     // Not `terminal.clear()`: it asks the terminal where its cursor is,
     // which some terminals never answer.
     let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
-    let input = input_thread(tx.clone())?;
+    let input = input_thread(keys_tx)?;
     let mut follower: Option<workers::Worker> = None;
     let mut next_frame = Instant::now();
     let mut last_draw = Instant::now() - TICK;
@@ -147,21 +150,32 @@ pub fn run(m: &ArgMatches, p: &Principal) -> Result {
         } else {
             (last_draw + TICK).saturating_duration_since(Instant::now())
         };
-        match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-            Ok(msg) => {
-                app.handle(msg);
-                dirty = true;
-                // Take what else is waiting, for a while at most.
-                let start = Instant::now();
-                while start.elapsed() < FRAME / 2 {
-                    match rx.try_recv() {
-                        Ok(msg) => app.handle(msg),
-                        Err(_) => break,
+        dirty |= take_keys(&keys, &mut app);
+        select! {
+            recv(keys) -> m => match m {
+                Ok(msg) => {
+                    app.handle(msg);
+                    dirty = true;
+                }
+                Err(_) => break,
+            },
+            recv(rx) -> m => match m {
+                Ok(msg) => {
+                    app.handle(msg);
+                    dirty = true;
+                    // Take what else is waiting, for a while at most, keys first.
+                    let start = Instant::now();
+                    while start.elapsed() < FRAME / 2 {
+                        take_keys(&keys, &mut app);
+                        match rx.try_recv() {
+                            Ok(msg) => app.handle(msg),
+                            Err(_) => break,
+                        }
                     }
                 }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+                Err(_) => break,
+            },
+            default(wait.max(Duration::from_millis(1))) => {}
         }
         for effect in std::mem::take(&mut app.effects) {
             match effect {
@@ -175,12 +189,12 @@ pub fn run(m: &ArgMatches, p: &Principal) -> Result {
                         scrollback,
                         tx.clone(),
                     )?);
-                    let _ = wake_tx.send(());
+                    let _ = wake_tx.try_send(());
                 }
                 Effect::Close => {
                     *open.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     follower = None;
-                    let _ = wake_tx.send(());
+                    let _ = wake_tx.try_send(());
                 }
             }
         }
@@ -198,13 +212,23 @@ pub fn run(m: &ArgMatches, p: &Principal) -> Result {
     Ok(())
 }
 
+/// Applies the keys waiting; true if there were any.
+fn take_keys(keys: &Receiver<Msg>, app: &mut App) -> bool {
+    let mut any = false;
+    while let Ok(msg) = keys.try_recv() {
+        app.handle(msg);
+        any = true;
+    }
+    any
+}
+
 struct Input {
     stop: Arc<AtomicBool>,
 }
 
 /// Reads keys, mouse and resizes, and hands them over; stops when told
 /// (it looks every 100 ms).
-fn input_thread(tx: mpsc::SyncSender<Msg>) -> std::io::Result<Input> {
+fn input_thread(tx: Sender<Msg>) -> std::io::Result<Input> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::Builder::new()

@@ -2,8 +2,8 @@
 //! answers keys whatever the principal does: a poller (runs, counters, the
 //! open run's timeline) and a follower per open run.
 
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -50,7 +50,7 @@ impl Drop for Worker {
 /// Hands `m` to the screen, waiting while its queue is full; false once
 /// the screen has gone or the worker is told to stop (so that stopping
 /// never waits on a screen that is not reading).
-fn hand_over(tx: &SyncSender<Msg>, mut m: Msg, stop: &AtomicBool) -> bool {
+fn hand_over(tx: &Sender<Msg>, mut m: Msg, stop: &AtomicBool) -> bool {
     loop {
         match tx.try_send(m) {
             Ok(()) => return true,
@@ -73,7 +73,7 @@ pub fn poller(
     workflow: Option<String>,
     open: Arc<Mutex<Option<String>>>,
     wake: Receiver<()>,
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
 ) -> std::io::Result<Worker> {
     Worker::spawn("cdktr-ui-poller", move |stop| {
         let mut client = None;
@@ -128,7 +128,7 @@ pub fn follower(
     api: ApiConfig,
     instance: String,
     scrollback: usize,
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
 ) -> std::io::Result<Worker> {
     Worker::spawn("cdktr-ui-follower", move |stop| {
         let send = |m: Msg| hand_over(&tx, m, &stop);
