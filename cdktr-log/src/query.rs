@@ -151,10 +151,13 @@ pub struct LogQuery {
     /// Continue after this row: the `next` of the previous page.
     pub after: Option<Cursor>,
     /// Only lines stored when the [`Snapshot`] with this `row` was taken,
-    /// so that paging meets no line stored since.
+    /// so that paging meets no line stored since. (Left out of the request
+    /// when unset, so that principals from before it read the query.)
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub as_of: Option<i64>,
     /// Only lines stored after the [`Snapshot`] with this `row` was taken:
     /// what a follower missed while the principal was away.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stored_after: Option<i64>,
 }
 

@@ -45,11 +45,11 @@ pub use error::{Error, Result};
 pub use liveness::{DEFAULT_HEARTBEAT_TIMEOUT, ENV_HEARTBEAT_TIMEOUT_MS};
 pub use queries::{DEFAULT_QUERY_TIMEOUT, ENV_QUERY_TIMEOUT_MS};
 
-/// DuckDB's buffer memory for a file database unless told otherwise: with
-/// the queues bounded in bytes it keeps the principal under 256 MiB at any
-/// payload size; halving it from 128 MB cost neither ingest nor the usual
-/// queries anything measurable (`docs/performance.md`).
-pub const DEFAULT_FILE_MEMORY_LIMIT: &str = "64MB";
+/// DuckDB's buffer memory for a file database unless told otherwise. 64 MB
+/// was tried and is too little: a 10,000-line page of a 1M-line instance
+/// failed with "Out of Memory" while 50k lines/s were being written
+/// (`docs/performance.md`, "Following").
+pub const DEFAULT_FILE_MEMORY_LIMIT: &str = "128MB";
 
 /// Env var naming the database file (`:memory:` for in memory).
 pub const ENV_DB_PATH: &str = "CDKTR_DB_PATH";
