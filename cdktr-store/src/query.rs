@@ -6,7 +6,9 @@ pub use cdktr_log::query::{
     Cursor, LevelFilter, LogPage, LogQuery, Order, Origin, Snapshot, DEFAULT_LIMIT, DEFAULT_WINDOW,
 };
 use duckdb::arrow::array::{Array, AsArray, RecordBatch};
-use duckdb::arrow::datatypes::{DataType, Int64Type, UInt64Type};
+use std::collections::HashMap;
+
+use duckdb::arrow::datatypes::{DataType, Int64Type, UInt32Type, UInt64Type};
 use duckdb::types::Value;
 
 use crate::error::{Error, Result};
@@ -21,7 +23,7 @@ fn compile(q: &LogQuery, now_ms: i64, max_bytes: Option<usize>) -> Result<(Strin
     let (filters, mut params) = where_clause(q, start, end)?;
     let mut sql = format!(
         "SELECT workflow_id, workflow_name, workflow_instance_id, task_name, task_instance_id, \
-         timestamp_ms, level, payload, publisher_id, seq, rowid AS row_n FROM logstore WHERE {filters}"
+         timestamp_ms, level, payload, publisher_key, seq, rowid AS row_n FROM logstore WHERE {filters}"
     );
     let (cmp, dir) = match q.order {
         Order::OldestFirst => (">", "ASC"),
@@ -158,18 +160,26 @@ impl Store {
         let (start, end, _) = q.resolve(chrono_now_ms())?;
         let (filters, params) = where_clause(&q, start, end)?;
         let sql = format!(
-            "SELECT publisher_id, max(seq) FROM logstore WHERE {filters} AND publisher_id IS NOT NULL \
-             GROUP BY publisher_id"
+            "SELECT publisher_key, max(seq) FROM logstore WHERE {filters} AND publisher_key IS NOT NULL \
+             GROUP BY publisher_key"
         );
         let op = "reading a snapshot";
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&sql).map_err(Error::db(op))?;
-        let rows = stmt
-            .query_map(duckdb::params_from_iter(params), |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
-            })
-            .map_err(Error::db(op))?;
-        let persisted = rows.collect::<duckdb::Result<_>>().map_err(Error::db(op))?;
+        let marks: Vec<(u32, u64)> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare_cached(&sql).map_err(Error::db(op))?;
+            let rows = stmt
+                .query_map(duckdb::params_from_iter(params), |r| {
+                    Ok((r.get::<_, u32>(0)?, r.get::<_, u64>(1)?))
+                })
+                .map_err(Error::db(op))?;
+            rows.collect::<duckdb::Result<_>>().map_err(Error::db(op))?
+        };
+        let keys: Vec<u32> = marks.iter().map(|m| m.0).collect();
+        let ids = self.publisher_ids(&keys)?;
+        let persisted = marks
+            .into_iter()
+            .filter_map(|(k, seq)| Some((ids.get(&k)?.clone(), seq)))
+            .collect();
         Ok(Snapshot { row, persisted })
     }
 
@@ -201,8 +211,19 @@ impl Store {
             next: None,
         };
         let (mut last, mut limited) = (None, 0);
+        let mut keys: Vec<u32> = Vec::new();
         for b in &batches {
-            if let Some((cursor, n)) = rows_from_batch(b, &mut page)? {
+            if let Some(c) = b.columns().get(8).and_then(|c| c.as_primitive_opt::<UInt32Type>()) {
+                keys.extend(c.iter().flatten());
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        drop(stmt);
+        drop(conn);
+        let ids = self.publisher_ids(&keys)?;
+        for b in &batches {
+            if let Some((cursor, n)) = rows_from_batch(b, &ids, &mut page)? {
                 (last, limited) = (Some(cursor), n);
             }
         }
@@ -216,7 +237,7 @@ impl Store {
 
 /// Appends a batch's rows; returns the cursor of its last row and, when
 /// the byte cap applied, how many rows the limit alone would have given.
-fn rows_from_batch(b: &RecordBatch, out: &mut LogPage) -> Result<Option<(Cursor, usize)>> {
+fn rows_from_batch(b: &RecordBatch, ids: &HashMap<u32, String>, out: &mut LogPage) -> Result<Option<(Cursor, usize)>> {
     let text = |i: usize| -> Result<Vec<String>> { strings(b.column(i).as_ref()) };
     let (wid, wname, wiid, tname, tiid) = (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
     let ts = b
@@ -224,16 +245,20 @@ fn rows_from_batch(b: &RecordBatch, out: &mut LogPage) -> Result<Option<(Cursor,
         .as_primitive_opt::<Int64Type>()
         .ok_or_else(|| Error::InvalidQuery("timestamp_ms is not BIGINT".into()))?;
     let (level, payload) = (text(6)?, text(7)?);
-    let publisher = b.column(8);
-    let publishers = strings(publisher.as_ref())?;
+    let publisher = b
+        .column(8)
+        .as_primitive_opt::<UInt32Type>()
+        .ok_or_else(|| Error::InvalidQuery("publisher_key is not UINTEGER".into()))?;
     let seq = b
         .column(9)
         .as_primitive_opt::<UInt64Type>()
         .ok_or_else(|| Error::InvalidQuery("seq is not UBIGINT".into()))?;
-    for (i, publisher_id) in publishers.into_iter().enumerate() {
-        let known = !publisher.is_null(i) && !seq.is_null(i);
-        out.origins.push(known.then(|| Origin {
-            publisher_id,
+    for i in 0..b.num_rows() {
+        let id = (!publisher.is_null(i) && !seq.is_null(i))
+            .then(|| ids.get(&publisher.value(i)))
+            .flatten();
+        out.origins.push(id.map(|id| Origin {
+            publisher_id: id.clone(),
             seq: seq.value(i),
         }));
     }

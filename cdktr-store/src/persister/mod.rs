@@ -7,6 +7,8 @@ pub use space::{MinFreeSpace, ENV_MIN_FREE_SPACE};
 
 use worker::Worker;
 
+mod publishers;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -185,6 +187,7 @@ impl Persister {
     pub fn start(store: &Store, config: PersisterConfig) -> Result<Persister> {
         let store = store.try_clone()?;
         let marks = worker::load_marks(&store.conn())?;
+        let publishers = publishers::Publishers::load(&store.conn())?;
         let shared = marks
             .iter()
             .map(|(p, &seq)| {
@@ -205,7 +208,7 @@ impl Persister {
             (rx, budget.clone()),
             ctrl_rx,
             config,
-            marks,
+            (marks, publishers),
             counters.clone(),
             written.clone(),
         );

@@ -11,6 +11,7 @@ use cdktr_log::Envelope;
 use crossbeam_channel::{never, select, Receiver};
 use duckdb::{params, Connection};
 
+use super::publishers::Publishers;
 use super::space::{self, Space};
 use super::{Ctrl, Marks, PersisterConfig, PersisterStats, Watermark, SHARE_EVERY};
 use crate::error::{Error, Result};
@@ -34,6 +35,7 @@ pub(super) struct Worker {
     config: PersisterConfig,
     /// Highest sequence number accepted (pending or written) per publisher.
     marks: HashMap<String, u64>,
+    publishers: Publishers,
     pending: Vec<Envelope>,
     /// Bytes of the pending lines ([`envelope_bytes`]).
     pending_bytes: usize,
@@ -61,7 +63,7 @@ impl Worker {
         (rx, budget): (Receiver<Envelope>, Arc<ByteBudget>),
         ctrl: Receiver<Ctrl>,
         config: PersisterConfig,
-        marks: HashMap<String, u64>,
+        (marks, publishers): (HashMap<String, u64>, Publishers),
         counters: Arc<StatsCell<PersisterStats>>,
         written: Marks,
     ) -> Worker {
@@ -76,6 +78,7 @@ impl Worker {
             ctrl,
             config,
             marks,
+            publishers,
             pending: Vec::new(),
             pending_bytes: 0,
             budget,
@@ -332,7 +335,24 @@ impl Worker {
                 source: duckdb::Error::ToSqlConversionFailure("injected write failure".into()),
             })
         } else {
-            write_batch(&mut self.store.conn(), &self.pending, &self.lost, &marks).map_err(Error::db("writing a batch"))
+            let mut fresh = Vec::new();
+            let keys: Vec<u32> = self
+                .pending
+                .iter()
+                .map(|e| self.publishers.key(&e.publisher_id, &mut fresh))
+                .collect();
+            let batch = Batch {
+                lines: &self.pending,
+                keys: &keys,
+                fresh: &fresh,
+                lost: &self.lost,
+                marks: &marks,
+            };
+            let r = write_batch(&mut self.store.conn(), batch).map_err(Error::db("writing a batch"));
+            if r.is_err() {
+                self.publishers.forget(&fresh);
+            }
+            r
         };
         match result {
             Ok(()) => {
@@ -400,17 +420,31 @@ impl Worker {
     }
 }
 
+/// What one transaction writes.
+struct Batch<'a> {
+    lines: &'a [Envelope],
+    /// Each line's publisher key.
+    keys: &'a [u32],
+    /// Publishers numbered for this batch.
+    fresh: &'a [(u32, String)],
+    lost: &'a [(String, u64, u64)],
+    marks: &'a HashMap<&'a str, u64>,
+}
+
 /// Writes the batch and each publisher's new mark in one transaction.
-fn write_batch(
-    conn: &mut Connection,
-    batch: &[Envelope],
-    lost: &[(String, u64, u64)],
-    marks: &HashMap<&str, u64>,
-) -> duckdb::Result<()> {
+fn write_batch(conn: &mut Connection, b: Batch<'_>) -> duckdb::Result<()> {
+    let (lost, marks) = (b.lost, b.marks);
     let tx = conn.transaction()?;
+    if !b.fresh.is_empty() {
+        let mut app = tx.appender("publisher")?;
+        for (key, id) in b.fresh {
+            app.append_row(params![*key, id])?;
+        }
+        app.flush()?;
+    }
     {
         let mut app = tx.appender("logstore")?;
-        for e in batch {
+        for (e, key) in b.lines.iter().zip(b.keys) {
             let m = &e.message;
             app.append_row(params![
                 m.workflow_id,
@@ -421,7 +455,7 @@ fn write_batch(
                 m.timestamp_ms,
                 m.level.as_str(),
                 m.payload,
-                e.publisher_id,
+                *key,
                 e.seq,
             ])?;
         }

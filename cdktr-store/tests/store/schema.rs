@@ -33,7 +33,7 @@ fn schema_has_exactly_the_specified_columns_and_a_version() {
             "timestamp_ms",
             "level",
             "payload",
-            "publisher_id",
+            "publisher_key",
             "seq"
         ]
     );
@@ -41,7 +41,7 @@ fn schema_has_exactly_the_specified_columns_and_a_version() {
     assert_eq!(
         identity,
         [
-            ("publisher_id".to_string(), "VARCHAR".to_string()),
+            ("publisher_key".to_string(), "UINTEGER".to_string()),
             ("seq".to_string(), "UBIGINT".to_string())
         ]
     );
@@ -70,6 +70,7 @@ fn schema_has_exactly_the_specified_columns_and_a_version() {
         .query_row("SELECT enum_range(NULL::run_status)::VARCHAR", [], |r| r.get(0))
         .unwrap();
     assert_eq!(values, "[PENDING, RUNNING, WAITING, COMPLETED, FAILED, CRASHED]");
+    assert_eq!(names("publisher"), ["publisher_key", "publisher_id"]);
     assert_eq!(
         names("publisher_gap"),
         ["publisher_id", "first_seq", "last_seq", "timestamp_ms"]
@@ -107,7 +108,8 @@ fn a_version_1_file_is_migrated_to_the_current_schema_keeping_its_rows() {
     let conn = duckdb::Connection::open(&path).unwrap();
     conn.execute_batch(
         "DROP TABLE publisher_gap; DELETE FROM cdktr_schema_version WHERE version > 1;
-         ALTER TABLE logstore DROP COLUMN publisher_id; ALTER TABLE logstore DROP COLUMN seq;
+         DROP TABLE publisher;
+         ALTER TABLE logstore DROP COLUMN publisher_key; ALTER TABLE logstore DROP COLUMN seq;
          INSERT INTO publisher_watermark VALUES ('old', 7, 0);
          INSERT INTO logstore VALUES ('w', 'W', 'i', 't', 'ti', 5, 'INFO', 'an old line');",
     )
