@@ -319,13 +319,19 @@ impl Worker {
             return Err(Error::SpaceLow { free: self.space.free });
         }
         let start = Instant::now();
-        let mut marks: HashMap<&str, u64> = HashMap::new();
+        // One pass, one lookup per line: each publisher's new mark, and
+        // its key (looked up once per publisher per batch).
+        let mut marks: HashMap<&str, (u64, Option<u32>)> = HashMap::new();
+        let mut keys = Vec::with_capacity(self.pending.len());
+        let mut fresh = Vec::new();
+        let publishers = &mut self.publishers;
         for e in &self.pending {
-            let m = marks.entry(&e.publisher_id).or_default();
+            let (m, key) = marks.entry(&e.publisher_id).or_insert((0, None));
             *m = (*m).max(e.seq);
+            keys.push(*key.get_or_insert_with(|| publishers.key(&e.publisher_id, &mut fresh)));
         }
         for (publisher, _, last) in &self.lost {
-            let m = marks.entry(publisher).or_default();
+            let (m, _) = marks.entry(publisher).or_insert((0, None));
             *m = (*m).max(*last);
         }
         let result = if self.inject_failures > 0 {
@@ -335,12 +341,6 @@ impl Worker {
                 source: duckdb::Error::ToSqlConversionFailure("injected write failure".into()),
             })
         } else {
-            let mut fresh = Vec::new();
-            let keys: Vec<u32> = self
-                .pending
-                .iter()
-                .map(|e| self.publishers.key(&e.publisher_id, &mut fresh))
-                .collect();
             let batch = Batch {
                 lines: &self.pending,
                 keys: &keys,
@@ -348,16 +348,15 @@ impl Worker {
                 lost: &self.lost,
                 marks: &marks,
             };
-            let r = write_batch(&mut self.store.conn(), batch).map_err(Error::db("writing a batch"));
-            if r.is_err() {
-                self.publishers.forget(&fresh);
-            }
-            r
+            write_batch(&mut self.store.conn(), batch).map_err(Error::db("writing a batch"))
         };
+        if result.is_err() {
+            self.publishers.forget(&fresh);
+        }
         match result {
             Ok(()) => {
                 let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-                for (publisher, seq) in marks {
+                for (publisher, (seq, _)) in marks {
                     let w = written.entry(publisher.to_owned()).or_default();
                     w.persisted = w.persisted.max(seq);
                     w.accepted = w.accepted.max(seq);
@@ -428,7 +427,8 @@ struct Batch<'a> {
     /// Publishers numbered for this batch.
     fresh: &'a [(u32, String)],
     lost: &'a [(String, u64, u64)],
-    marks: &'a HashMap<&'a str, u64>,
+    /// Per publisher: its new mark (and its key, unused here).
+    marks: &'a HashMap<&'a str, (u64, Option<u32>)>,
 }
 
 /// Writes the batch and each publisher's new mark in one transaction.
@@ -465,7 +465,7 @@ fn write_batch(conn: &mut Connection, b: Batch<'_>) -> duckdb::Result<()> {
     {
         let now = chrono_now_ms();
         let mut app = tx.appender("publisher_watermark")?;
-        for (publisher, seq) in marks {
+        for (publisher, (seq, _)) in marks {
             app.append_row(params![*publisher, *seq, now])?;
         }
         app.flush()?;
