@@ -16,22 +16,11 @@ use super::text::{clock, sanitize};
 /// Lines kept unless `--scrollback` says otherwise.
 pub const DEFAULT_SCROLLBACK: usize = 100_000;
 
-/// One line as received; made safe for the terminal only when drawn (a
-/// burst of lines costs no copies of lines never seen).
-#[derive(Debug, Clone)]
-pub struct Shown {
-    pub raw: LogMessage,
-}
-
-impl Shown {
-    pub fn new(raw: LogMessage) -> Shown {
-        Shown { raw }
-    }
-}
-
 #[derive(Debug)]
 pub struct LogPane {
-    lines: VecDeque<Shown>,
+    /// The lines as received: made safe for the terminal only when drawn,
+    /// so a burst costs no copies of lines never seen.
+    lines: VecDeque<LogMessage>,
     /// Absolute number of `lines[0]`: lines that left the scrollback before it.
     base: usize,
     capacity: usize,
@@ -77,7 +66,7 @@ impl LogPane {
     }
 
     pub fn push(&mut self, m: LogMessage) {
-        let line = Shown::new(m);
+        let line = m;
         if self.passes(&line) {
             self.view.push_back(self.base + self.lines.len());
         }
@@ -92,11 +81,11 @@ impl LogPane {
         }
     }
 
-    fn passes(&self, l: &Shown) -> bool {
-        self.min_level.is_none_or(|m| l.raw.level >= m) && self.task.as_ref().is_none_or(|t| *t == l.raw.task_name)
+    fn passes(&self, l: &LogMessage) -> bool {
+        self.min_level.is_none_or(|m| l.level >= m) && self.task.as_ref().is_none_or(|t| *t == l.task_name)
     }
 
-    fn line(&self, absolute: usize) -> &Shown {
+    fn line(&self, absolute: usize) -> &LogMessage {
         &self.lines[absolute - self.base]
     }
 
@@ -177,7 +166,7 @@ impl LogPane {
 
     /// The next task name after the one filtered to (none after the last).
     pub fn cycle_task(&mut self) {
-        let mut tasks: Vec<&str> = self.lines.iter().map(|l| l.raw.task_name.as_str()).collect();
+        let mut tasks: Vec<&str> = self.lines.iter().map(|l| l.task_name.as_str()).collect();
         tasks.sort_unstable();
         tasks.dedup();
         self.task = match &self.task {
@@ -187,7 +176,7 @@ impl LogPane {
         self.refilter();
     }
 
-    fn find(&self, from: usize, forward: bool, hit: impl Fn(&Shown) -> bool) -> Option<usize> {
+    fn find(&self, from: usize, forward: bool, hit: impl Fn(&LogMessage) -> bool) -> Option<usize> {
         let n = self.view.len();
         if forward {
             (from..n).find(|&i| hit(self.line(self.view[i])))
@@ -207,7 +196,7 @@ impl LogPane {
         } else {
             self.first_shown()
         };
-        match self.find(from, forward, |l| l.raw.payload.contains(needle.as_str())) {
+        match self.find(from, forward, |l| l.payload.contains(needle.as_str())) {
             Some(i) => {
                 self.pause_at(i);
                 true
@@ -219,7 +208,7 @@ impl LogPane {
     /// Shows the next ERROR line; false when there is none.
     pub fn next_error(&mut self) -> bool {
         let from = self.first_shown() + usize::from(!self.follow);
-        match self.find(from, true, |l| l.raw.level == Level::Error) {
+        match self.find(from, true, |l| l.level == Level::Error) {
             Some(i) => {
                 self.pause_at(i);
                 true
@@ -233,7 +222,7 @@ impl LogPane {
             Some(s) => self
                 .view
                 .iter()
-                .filter(|&&a| self.line(a).raw.payload.contains(s.as_str()))
+                .filter(|&&a| self.line(a).payload.contains(s.as_str()))
                 .count(),
             None => 0,
         }
@@ -245,7 +234,7 @@ impl LogPane {
         use std::io::Write;
         let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
         for &a in &self.view {
-            writeln!(out, "{}", self.line(a).raw.display())?;
+            writeln!(out, "{}", self.line(a).display())?;
         }
         out.flush()?;
         Ok(self.view.len())
@@ -288,8 +277,7 @@ impl LogPane {
         f.render_widget(p, area);
     }
 
-    fn render_line(&self, l: &Shown) -> Line<'static> {
-        let m = &l.raw;
+    fn render_line(&self, m: &LogMessage) -> Line<'static> {
         let text = sanitize(&m.payload);
         let mut spans = vec![
             Span::styled(clock(m.timestamp_ms), Style::new().fg(Color::DarkGray)),
