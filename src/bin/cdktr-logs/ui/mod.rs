@@ -122,12 +122,10 @@ pub fn run(m: &ArgMatches, p: &Principal) -> Result {
     let (tx, rx) = bounded::<Msg>(256);
     let (keys_tx, keys) = bounded::<Msg>(256);
     let open = Arc::new(Mutex::new(None::<String>));
-    let (wake_tx, wake_rx) = bounded(1);
     let _poller = workers::poller(
-        p.api.clone(),
+        &p.api,
         m.get_one::<String>("workflow").cloned(),
         open.clone(),
-        wake_rx,
         tx.clone(),
     )?;
     let mut app = App::new(p.api.endpoint(), scrollback);
@@ -189,12 +187,10 @@ pub fn run(m: &ArgMatches, p: &Principal) -> Result {
                         scrollback,
                         tx.clone(),
                     )?);
-                    let _ = wake_tx.try_send(());
                 }
                 Effect::Close => {
                     *open.lock().unwrap_or_else(|e| e.into_inner()) = None;
                     follower = None;
-                    let _ = wake_tx.try_send(());
                 }
             }
         }

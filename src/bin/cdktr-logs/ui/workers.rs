@@ -2,14 +2,15 @@
 //! answers keys whatever the principal does: a poller (runs, counters, the
 //! open run's timeline) and a follower per open run.
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Sender, TrySendError};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use cdktr_log::api::Poller;
 use cdktr_log::follower::{Followed, History, LogFollower};
-use cdktr_log::{ApiClient, ApiConfig, BusConfig, RecentWorkflows};
+use cdktr_log::{ApiConfig, BusConfig, RecentWorkflows};
 
 use super::app::Msg;
 
@@ -66,58 +67,40 @@ fn hand_over(tx: &Sender<Msg>, mut m: Msg, stop: &AtomicBool) -> bool {
     }
 }
 
-/// Fetches the runs, the counters and the open run's timeline every
-/// second, and at once when `wake` says so.
+/// Fetches the counters, the runs and the open run's timeline every
+/// second, on the project's [`Poller`] (a call that got no answer is tried
+/// again within 250 ms). These are snapshots, each superseded by the next:
+/// one that finds the screen's queue full is skipped, never waited on.
 pub fn poller(
-    api: ApiConfig,
+    api: &ApiConfig,
     workflow: Option<String>,
     open: Arc<Mutex<Option<String>>>,
-    wake: Receiver<()>,
     tx: Sender<Msg>,
-) -> std::io::Result<Worker> {
-    Worker::spawn("cdktr-ui-poller", move |stop| {
-        let mut client = None;
-        while !stop.load(Relaxed) {
-            let c = match client.as_mut() {
-                Some(c) => c,
-                None => match ApiClient::connect(&api) {
-                    Ok(c) => client.insert(c.with_timeout(Duration::from_secs(2))),
-                    Err(e) => {
-                        let _ = hand_over(&tx, Msg::Unreachable(e.to_string()), &stop);
-                        std::thread::sleep(POLL_EVERY);
-                        continue;
-                    }
-                },
-            };
-            let msg = match c.stats() {
-                Ok(s) => Msg::Stats(s),
-                Err(e) => Msg::Unreachable(e.to_string()),
-            };
-            let reachable = matches!(msg, Msg::Stats(_));
-            if !hand_over(&tx, msg, &stop) {
-                return;
+) -> cdktr_log::Result<Poller> {
+    Poller::start("ui-poller", api, Duration::from_secs(2), POLL_EVERY, move |c| {
+        let stats = match c.call(|c| c.stats()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.try_send(Msg::Unreachable(e.to_string()));
+                return false;
             }
-            if reachable {
-                let filter = RecentWorkflows {
-                    limit: 500,
-                    workflow_id: workflow.clone(),
-                    status: None,
-                };
-                if let Ok(runs) = c.recent_workflows(&filter) {
-                    let _ = hand_over(&tx, Msg::Runs(runs), &stop);
-                }
-                let instance = open.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                if let Some(i) = instance {
-                    if let Ok(changes) = c.timeline(&i) {
-                        let _ = hand_over(&tx, Msg::Timeline(i, changes), &stop);
-                    }
-                }
-            }
-            match wake.recv_timeout(POLL_EVERY) {
-                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let _ = tx.try_send(Msg::Stats(stats));
+        let filter = RecentWorkflows {
+            limit: 500,
+            workflow_id: workflow.clone(),
+            status: None,
+        };
+        if let Ok(runs) = c.call(|c| c.recent_workflows(&filter)) {
+            let _ = tx.try_send(Msg::Runs(runs));
+        }
+        let instance = open.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(i) = instance {
+            if let Ok(changes) = c.call(|c| c.timeline(&i)) {
+                let _ = tx.try_send(Msg::Timeline(i, changes));
             }
         }
+        true
     })
 }
 
