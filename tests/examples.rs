@@ -74,3 +74,22 @@ fn loadgen_runs_against_a_principal_and_counts_what_is_stored() {
     assert!(v["principal_peak_rss_bytes"].as_u64().unwrap() > 0, "{v}");
     principal.shutdown().unwrap();
 }
+
+#[test]
+fn archive_moves_every_line_and_queries_return_the_same_after() {
+    let out = Command::new(example("archive"))
+        .args(["--lines", "20000", "--instances", "50", "--ingest", "5000", "--json"])
+        .output()
+        .expect("cargo test builds examples");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(v["same_results"], true, "{v}");
+    assert!(v["archive_files"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["archive_bytes_per_line"].as_f64().unwrap() > 0.0, "{v}");
+}

@@ -191,6 +191,9 @@ pub enum ErrorKind {
     TimedOut,
     /// The principal is shutting down.
     ShuttingDown,
+    /// The request is not allowed: a SQL statement that writes or reaches
+    /// outside the database and its archive.
+    Forbidden,
 }
 
 impl fmt::Display for ErrorKind {
@@ -203,6 +206,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Database => "database",
             ErrorKind::TimedOut => "timed_out",
             ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::Forbidden => "forbidden",
         })
     }
 }

@@ -78,6 +78,7 @@ pub mod config;
 mod error;
 pub mod message;
 pub mod query;
+pub mod sql;
 pub mod stats;
 pub mod status;
 pub mod wire;

@@ -2,11 +2,15 @@
 //! environment, and starting it.
 
 use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cdktr_log::config::{env, process_env, Lookup};
 use cdktr_log::{ApiConfig, BusConfig, LogManager};
+use cdktr_store::archive::{
+    ArchiveConfig, Archiver, Retention, ENV_ARCHIVE_DIR, ENV_ARCHIVE_RETENTION, ENV_HOT_RETENTION,
+};
 use cdktr_store::persister::{MinFreeSpace, ENV_FLUSH_INTERVAL_MS, ENV_MIN_FREE_SPACE};
 use cdktr_store::{Location, MemoryLimit, Persister, PersisterConfig, Store};
 
@@ -31,6 +35,8 @@ pub struct PrincipalBuilder {
     query_delay: Duration,
     db_memory_limit: Option<String>,
     db_threads: Option<u32>,
+    archive: ArchiveConfig,
+    archive_dir: Option<PathBuf>,
 }
 
 impl PrincipalBuilder {
@@ -47,6 +53,8 @@ impl PrincipalBuilder {
             query_delay: Duration::ZERO,
             db_memory_limit: None,
             db_threads: None,
+            archive: ArchiveConfig::default(),
+            archive_dir: None,
         }
     }
 
@@ -94,6 +102,19 @@ impl PrincipalBuilder {
         }
         if let Some(timeout) = env(ENV_QUERY_TIMEOUT_MS, get)? {
             b.query_timeout = timeout;
+        }
+        if let Some(Retention(hot)) = env(ENV_HOT_RETENTION, get)? {
+            b.archive.hot_retention = hot;
+        }
+        if let Some(Retention(keep)) = env(ENV_ARCHIVE_RETENTION, get)? {
+            b.archive.archive_retention = keep;
+        }
+        if let Some(dir) = env::<PathBuf>(ENV_ARCHIVE_DIR, get)? {
+            b.archive_dir = Some(dir);
+        }
+        #[cfg(feature = "testing")]
+        if let Some(at) = get("CDKTR_TEST_ARCHIVE_FAILPOINT") {
+            b.archive.failpoint = cdktr_store::archive::Failpoint::parse(&at);
         }
         Ok(b)
     }
@@ -205,6 +226,32 @@ impl PrincipalBuilder {
         self
     }
 
+    /// How long lines stay in DuckDB before they move to the archive
+    /// (default 7 days; `None` keeps every line in DuckDB).
+    pub fn hot_retention(mut self, keep: Option<Duration>) -> Self {
+        self.archive.hot_retention = keep;
+        self
+    }
+
+    /// How long archived days are kept (default: `None`, for ever).
+    pub fn archive_retention(mut self, keep: Option<Duration>) -> Self {
+        self.archive.archive_retention = keep;
+        self
+    }
+
+    /// Where the archive lives (default: `archive/` beside the database
+    /// file; an in-memory database has none unless given one).
+    pub fn archive_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.archive_dir = Some(dir.into());
+        self
+    }
+
+    /// The archiver's settings, whole.
+    pub fn archive(mut self, config: ArchiveConfig) -> Self {
+        self.archive = config;
+        self
+    }
+
     /// Opens the database, starts the persister, the log manager, then the
     /// API server.
     ///
@@ -224,6 +271,19 @@ impl PrincipalBuilder {
         if let Some(n) = self.db_threads {
             store.set_threads(n)?;
         }
+        let archive_dir = self.archive_dir.clone().or_else(|| match &self.database {
+            Location::File(db) => Some(db.parent().unwrap_or(Path::new(".")).join("archive")),
+            Location::Memory => None,
+        });
+        if let Some(dir) = &archive_dir {
+            store.open_archive(dir)?;
+        }
+        store.lock_down()?;
+        let archiving = self.archive.hot_retention.is_some() || self.archive.archive_retention.is_some();
+        let archiver = match archive_dir {
+            Some(_) if archiving => Some(Archiver::start(&store, self.archive.clone())?),
+            _ => None,
+        };
         let persister = Arc::new(Persister::start(&store, self.persister)?);
         let manager = Arc::new(
             LogManager::builder(&self.bus)
@@ -248,6 +308,7 @@ impl PrincipalBuilder {
         };
         Ok(Principal {
             store,
+            archiver,
             persister,
             manager,
             server,

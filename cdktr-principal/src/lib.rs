@@ -71,6 +71,7 @@ pub fn default_db_path() -> PathBuf {
 #[must_use = "dropping the principal stops it"]
 pub struct Principal {
     store: Store,
+    archiver: Option<cdktr_store::archive::Archiver>,
     persister: Arc<Persister>,
     manager: Arc<LogManager>,
     server: server::Server,
@@ -123,7 +124,7 @@ impl Principal {
 
     /// Every counter, as the API's Stats request returns them.
     pub fn stats(&self) -> PrincipalStats {
-        self.server.stats(&self.manager, &self.persister)
+        self.server.stats(&self.manager, &self.persister, &self.store)
     }
 
     /// Where the database lives.
@@ -179,6 +180,7 @@ impl Principal {
     pub fn shutdown(self) -> Result<Summary> {
         let Principal {
             store,
+            archiver,
             persister,
             manager,
             mut server,
@@ -186,6 +188,9 @@ impl Principal {
         } = self;
         server.stop();
         drop(server);
+        if let Some(a) = archiver {
+            a.shutdown();
+        }
         // The server's threads held the only other references.
         let m = match Arc::try_unwrap(manager) {
             Ok(manager) => manager.shutdown()?,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use cdktr_log::config::{Setting, ENV_HOST, ENV_LISTENING_PORT, ENV_PRINCIPAL_PORT, ENV_PUBLISHING_PORT};
 use cdktr_principal::{PrincipalBuilder, ENV_DB_PATH, ENV_HEARTBEAT_TIMEOUT_MS, ENV_QUERY_TIMEOUT_MS};
+use cdktr_store::archive::{Retention, ENV_ARCHIVE_DIR, ENV_ARCHIVE_RETENTION, ENV_HOT_RETENTION};
 use cdktr_store::persister::{MinFreeSpace, ENV_FLUSH_INTERVAL_MS, ENV_MIN_FREE_SPACE};
 use cdktr_store::Location;
 use clap::parser::ValueSource;
@@ -77,6 +78,25 @@ fn cli() -> Command {
              [default: the smaller of 1GiB and 5%]",
         ))
         .arg(setting(
+            "hot-retention",
+            ENV_HOT_RETENTION,
+            "DURATION",
+            "Lines older than this move from DuckDB to the Parquet archive, e.g. 7d, 36h; 0 keeps every line in \
+             DuckDB [default: 7d]",
+        ))
+        .arg(setting(
+            "archive-retention",
+            ENV_ARCHIVE_RETENTION,
+            "DURATION",
+            "Archived days older than this are deleted, e.g. 365d; 0 keeps them [default: keep for ever]",
+        ))
+        .arg(setting(
+            "archive-dir",
+            ENV_ARCHIVE_DIR,
+            "PATH",
+            "The Parquet archive's directory [default: archive/ beside the database file]",
+        ))
+        .arg(setting(
             "heartbeat-timeout",
             ENV_HEARTBEAT_TIMEOUT_MS,
             "DURATION",
@@ -135,6 +155,16 @@ fn builder(m: &ArgMatches) -> Result<PrincipalBuilder, Box<dyn std::error::Error
     }
     if let Some(d) = flag(m, "heartbeat-timeout", duration)? {
         b = b.heartbeat_timeout(d);
+    }
+    let retention = |s: &str| Retention::parse_setting(s).map(|r| r.0).map_err(String::from);
+    if let Some(keep) = flag(m, "hot-retention", retention)? {
+        b = b.hot_retention(keep);
+    }
+    if let Some(keep) = flag(m, "archive-retention", retention)? {
+        b = b.archive_retention(keep);
+    }
+    if let Some(dir) = flag(m, "archive-dir", |s| Ok(std::path::PathBuf::from(s)))? {
+        b = b.archive_dir(dir);
     }
     Ok(b)
 }

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cdktr_log::api::{ErrorKind, Request, Response, MAX_PAGE_BYTES, MAX_PAGE_LINES};
+use cdktr_log::sql::{MAX_SQL_BYTES, MAX_SQL_ROWS};
 use cdktr_store::{Persister, Store};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
@@ -277,7 +278,10 @@ impl Worker {
 
     /// Runs one query under the time limit.
     fn answer(&self, request: Request) -> Response {
-        if matches!(request, Request::QueryLogs { .. } | Request::CountLogs { .. }) {
+        if matches!(
+            request,
+            Request::QueryLogs { .. } | Request::CountLogs { .. } | Request::Sql { .. }
+        ) {
             if let Err(e) = self.persister.flush_older_than(FRESHNESS, Duration::from_secs(10)) {
                 log::warn!("query: pending lines could not be written first: {e}");
             }
@@ -304,6 +308,7 @@ impl Worker {
         }
         result.unwrap_or_else(|e| match e {
             cdktr_store::Error::InvalidQuery(m) => Response::error(ErrorKind::Invalid, m),
+            e @ cdktr_store::Error::Forbidden(_) => Response::error(ErrorKind::Forbidden, e.to_string()),
             other => Response::error(ErrorKind::Database, other.to_string()),
         })
     }
@@ -320,6 +325,10 @@ impl Worker {
                 // marks are read like any query.
                 let row = self.persister.pin(self.time_limit)?;
                 Response::Snapshot(self.store.snapshot(&query, row)?)
+            }
+            Request::Sql { sql, max_rows } => {
+                let rows = max_rows.map_or(MAX_SQL_ROWS, |n| (n as usize).min(MAX_SQL_ROWS));
+                Response::Rows(self.store.sql(&sql, rows, MAX_SQL_BYTES)?)
             }
             Request::CountLogs { query } => Response::Count {
                 count: self.store.count_logs(&query)?,

@@ -139,8 +139,8 @@ impl Server {
     }
 
     /// Every counter of the principal.
-    pub fn stats(&self, manager: &LogManager, persister: &Persister) -> PrincipalStats {
-        snapshot(manager, persister, &self.counters, self.started)
+    pub fn stats(&self, manager: &LogManager, persister: &Persister, store: &Store) -> PrincipalStats {
+        snapshot(manager, persister, store, &self.counters, self.started)
     }
 
     pub fn stop(&mut self) {
@@ -167,8 +167,15 @@ pub(crate) fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<Joi
         })
 }
 
-fn snapshot(manager: &LogManager, persister: &Persister, c: &Counters, started: Instant) -> PrincipalStats {
+fn snapshot(
+    manager: &LogManager,
+    persister: &Persister,
+    store: &Store,
+    c: &Counters,
+    started: Instant,
+) -> PrincipalStats {
     let (m, p) = (manager.stats(), persister.stats());
+    let (archive_files, archived_lines) = store.archive_totals();
     PrincipalStats {
         received: m.received,
         forwarded: m.forwarded,
@@ -190,6 +197,8 @@ fn snapshot(manager: &LogManager, persister: &Persister, c: &Counters, started: 
         shared_ids: m.shared_ids,
         space_low: p.space_low,
         free_space_bytes: p.free_space_bytes,
+        archive_files,
+        archived_lines,
         live_agents: c.live_agents.load(Relaxed),
         heartbeats: c.heartbeats.load(Relaxed),
         crashed: c.crashed.load(Relaxed),
@@ -317,6 +326,7 @@ impl ApiThread {
             Request::QueryLogs { .. }
             | Request::Snapshot { .. }
             | Request::CountLogs { .. }
+            | Request::Sql { .. }
             | Request::GetRecentWorkflowStatuses(_)
             | Request::GetWorkflowTimeline { .. } => {
                 return self.dispatch(Job { envelope, request });
@@ -327,7 +337,13 @@ impl ApiThread {
             },
             Request::Stats {} => {
                 self.publish_liveness();
-                Response::Stats(snapshot(&self.manager, &self.persister, &self.counters, self.started))
+                Response::Stats(snapshot(
+                    &self.manager,
+                    &self.persister,
+                    &self.store,
+                    &self.counters,
+                    self.started,
+                ))
             }
             Request::GetPublisherWatermark { publisher_id, flush } => {
                 let w = self.persister.watermark(&publisher_id);

@@ -329,6 +329,28 @@ fn api_requests_are_accepted_exactly_as_docs_api_md_types_them() {
     }
     refused(&api, &bytes(&query(deep)), ErrorKind::Invalid, "nested deeper than 8");
 
+    // Sql: one str statement, an optional row cap; a write is forbidden.
+    let sql = map(&[("op", V::Str("Sql")), ("sql", V::Str("SELECT 42 AS answer"))]);
+    accepted(&api, &sql);
+    accepted(&api, &with(&sql, "max_rows", V::Int(5)));
+    accepted(&api, &with(&sql, "max_rows", V::Nil));
+    for (key, wrong) in [
+        ("sql", V::Bin(b"SELECT 1")),
+        ("sql", V::Int(1)),
+        ("sql", V::Nil),
+        ("max_rows", V::Str("5")),
+        ("max_rows", V::Int(-1)),
+        ("params", V::Array(vec![])),
+    ] {
+        refused(&api, &bytes(&with(&sql, key, wrong)), ErrorKind::Invalid, "Sql");
+    }
+    refused(
+        &api,
+        &bytes(&with(&sql, "sql", V::Str("DROP TABLE logstore"))),
+        ErrorKind::Forbidden,
+        "DROP is not read-only",
+    );
+
     // Still serving, and every refusal was counted.
     let mut client = ApiClient::connect(&principal.api_config()).unwrap().with_timeout(WAIT);
     assert!(client.ping().is_ok());

@@ -68,8 +68,32 @@ pub enum Error {
         free: u64,
     },
 
-    /// The persister's thread could not be started.
-    #[error("cannot start the persister thread: {0}")]
+    /// A file or folder of the archive could not be written, synced,
+    /// renamed or read.
+    #[error("archive {path}: {source}")]
+    Archive {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+
+    /// An export's file could not be put in place.
+    #[error("export {path}: {source}")]
+    Export {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+
+    /// A SQL statement was refused: it would write, or reach outside the
+    /// database and its archive.
+    #[error("refused: {0}")]
+    Forbidden(String),
+
+    /// A worker thread (the persister's, the archiver's) could not be started.
+    #[error("cannot start a worker thread: {0}")]
     Spawn(std::io::Error),
 
     /// The persister has stopped (or its thread died).

@@ -1,6 +1,7 @@
 //! The cdktr log store: every log line and every status change of every
-//! workflow run, in DuckDB, in memory or in one file that DuckDB's CLI,
-//! Python or R can open once the principal has stopped.
+//! workflow run, in DuckDB (in memory or in one file), with older lines in
+//! a Parquet archive that DuckDB's CLI, Python, R or Spark read while the
+//! principal runs.
 //!
 //! - [`Store`] opens the database and keeps the schema (documented in
 //!   `docs/schema.md`): `logstore`, `workflow_run_status`,
@@ -11,6 +12,11 @@
 //!   and payload filters, compiled to parameterized SQL.
 //! - Status history: [`Store::record_workflow_status`],
 //!   [`Store::timeline`], [`Store::recent_workflows`].
+//! - [`archive`]: lines past a hot retention move to Parquet files by day,
+//!   crash-safe and exactly once; queries read hot and archived lines as one.
+//! - [`Store::sql`]: one read-only statement, after [`Store::lock_down`]
+//!   has closed the database to the outside.
+//! - [`export`]: lines to a Parquet file, a page at a time.
 //!
 //! # Persist the stream and query it
 //!
@@ -62,15 +68,21 @@
 //! ```
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod archive;
 mod error;
+pub mod export;
+mod migrations;
 pub mod persister;
 pub mod query;
+mod sql;
 pub mod status;
 mod store;
 
+pub use cdktr_log::sql::{SqlColumn, SqlRows, SqlValue};
 pub use duckdb::InterruptHandle;
 pub use error::{Error, Result};
 pub use persister::{MinFreeSpace, Persister, PersisterConfig, PersisterStats};
 pub use query::{Cursor, LevelFilter, LogPage, LogQuery, Order, Origin, Snapshot};
+pub use sql::HISTORY_VIEW;
 pub use status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
 pub use store::{Location, MemoryLimit, Store, SCHEMA_VERSION};

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use duckdb::arrow::datatypes::{DataType, Int64Type, UInt32Type, UInt64Type};
 use duckdb::types::Value;
 
+use crate::archive::{history_source, ArchiveState};
 use crate::error::{Error, Result};
 use crate::store::{chrono_now_ms, Store};
 
@@ -18,12 +19,18 @@ use crate::store::{chrono_now_ms, Store};
 /// SQL also selects `rowid`, last, for the page cursor. With `max_bytes`,
 /// rows stop once the text of those before them reaches it (the first row
 /// always comes).
-fn compile(q: &LogQuery, now_ms: i64, max_bytes: Option<usize>) -> Result<(String, Vec<Value>)> {
+fn compile(
+    q: &LogQuery,
+    now_ms: i64,
+    max_bytes: Option<usize>,
+    archive: &ArchiveState,
+) -> Result<(String, Vec<Value>)> {
     let (start, end, limit) = q.resolve(now_ms)?;
     let (filters, mut params) = where_clause(q, start, end)?;
+    let source = history_source(archive, start, end);
     let mut sql = format!(
         "SELECT workflow_id, workflow_name, workflow_instance_id, task_name, task_instance_id, \
-         timestamp_ms, level, payload, publisher_key, seq, rowid AS row_n FROM logstore WHERE {filters}"
+         timestamp_ms, level, payload, publisher_key, seq, line_id AS row_n FROM {source} WHERE {filters}"
     );
     let (cmp, dir) = match q.order {
         Order::OldestFirst => (">", "ASC"),
@@ -31,7 +38,7 @@ fn compile(q: &LogQuery, now_ms: i64, max_bytes: Option<usize>) -> Result<(Strin
     };
     if let Some(after) = q.after {
         sql.push_str(&format!(
-            " AND (timestamp_ms {cmp} ? OR (timestamp_ms = ? AND rowid {cmp} ?))"
+            " AND (timestamp_ms {cmp} ? OR (timestamp_ms = ? AND line_id {cmp} ?))"
         ));
         params.extend([
             Value::BigInt(after.timestamp_ms),
@@ -95,24 +102,24 @@ fn where_clause(q: &LogQuery, start: i64, end: Option<i64>) -> Result<(String, V
         sql.push_str(" AND strpos(payload, ?) > 0");
         params.push(Value::Text(text.clone()));
     }
+    // Lines are numbered in the order they were stored.
     if let Some(row) = q.as_of {
-        // The table is insert-only, so rows are numbered in the order they
-        // were stored.
-        sql.push_str(" AND rowid <= ?");
+        sql.push_str(" AND line_id <= ?");
         params.push(Value::BigInt(row));
     }
     if let Some(row) = q.stored_after {
-        sql.push_str(" AND rowid > ?");
+        sql.push_str(" AND line_id > ?");
         params.push(Value::BigInt(row));
     }
     Ok((sql, params))
 }
 
 /// `SELECT count(*)` of the rows `q` matches, whatever its limit.
-fn compile_count(q: &LogQuery, now_ms: i64) -> Result<(String, Vec<Value>)> {
+fn compile_count(q: &LogQuery, now_ms: i64, archive: &ArchiveState) -> Result<(String, Vec<Value>)> {
     let (start, end, _) = q.resolve(now_ms).map_err(|e| Error::InvalidQuery(e.to_string()))?;
     let (filters, params) = where_clause(q, start, end)?;
-    Ok((format!("SELECT count(*) FROM logstore WHERE {filters}"), params))
+    let source = history_source(archive, start, end);
+    Ok((format!("SELECT count(*) FROM {source} WHERE {filters}"), params))
 }
 
 impl Store {
@@ -135,9 +142,10 @@ impl Store {
     /// # Errors
     /// As [`query_logs`](Self::query_logs).
     pub fn count_logs(&self, query: &LogQuery) -> Result<u64> {
-        let (sql, params) = compile_count(query, chrono_now_ms())?;
-        self.conn()
-            .prepare_cached(&sql)
+        let archive = self.archive_read();
+        let (sql, params) = compile_count(query, chrono_now_ms(), &archive)?;
+        let conn = self.conn();
+        conn.prepare_cached(&sql)
             .and_then(|mut s| s.query_row(duckdb::params_from_iter(params), |r| r.get::<_, i64>(0)))
             .map(|n| n as u64)
             .map_err(Error::db("counting logs"))
@@ -159,8 +167,10 @@ impl Store {
         };
         let (start, end, _) = q.resolve(chrono_now_ms())?;
         let (filters, params) = where_clause(&q, start, end)?;
+        let archive = self.archive_read();
+        let source = history_source(&archive, start, end);
         let sql = format!(
-            "SELECT publisher_key, max(seq) FROM logstore WHERE {filters} AND publisher_key IS NOT NULL \
+            "SELECT publisher_key, max(seq) FROM {source} WHERE {filters} AND publisher_key IS NOT NULL \
              GROUP BY publisher_key"
         );
         let op = "reading a snapshot";
@@ -196,7 +206,10 @@ impl Store {
     }
 
     fn run(&self, query: &LogQuery, max_bytes: Option<usize>) -> Result<LogPage> {
-        let (sql, params) = compile(query, chrono_now_ms(), max_bytes)?;
+        // Held until the rows are read: the archive does not change under
+        // the query (a move commits and renames under the write lock).
+        let archive = self.archive_read();
+        let (sql, params) = compile(query, chrono_now_ms(), max_bytes, &archive)?;
         let conn = self.conn();
         let op = "querying logs";
         let mut stmt = conn.prepare_cached(&sql).map_err(Error::db(op))?;
@@ -221,6 +234,7 @@ impl Store {
         keys.dedup();
         drop(stmt);
         drop(conn);
+        drop(archive);
         let ids = self.publisher_ids(&keys)?;
         for b in &batches {
             if let Some((cursor, n)) = rows_from_batch(b, &ids, &mut page)? {
@@ -264,8 +278,8 @@ fn rows_from_batch(b: &RecordBatch, ids: &HashMap<u32, String>, out: &mut LogPag
     }
     let row_n = b
         .column(10)
-        .as_primitive_opt::<Int64Type>()
-        .ok_or_else(|| Error::InvalidQuery("rowid is not BIGINT".into()))?;
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or_else(|| Error::InvalidQuery("line_id is not UBIGINT".into()))?;
     let rows = wid
         .into_iter()
         .zip(wname)
@@ -301,7 +315,7 @@ fn rows_from_batch(b: &RecordBatch, ids: &HashMap<u32, String>, out: &mut LogPag
     Ok((n > 0).then(|| {
         let cursor = Cursor {
             timestamp_ms: ts.value(n - 1),
-            row: row_n.value(n - 1),
+            row: row_n.value(n - 1) as i64,
         };
         (cursor, limited)
     }))
@@ -342,7 +356,7 @@ mod tests {
 
     #[test]
     fn defaults_to_the_last_24_hours_and_1000_rows() {
-        let (sql, params) = compile(&LogQuery::default(), 100_000_000, None).unwrap();
+        let (sql, params) = compile(&LogQuery::default(), 100_000_000, None, &ArchiveState::default()).unwrap();
         assert!(sql.ends_with("ORDER BY timestamp_ms ASC, row_n ASC LIMIT ?"), "{sql}");
         assert_eq!(
             params,
@@ -361,7 +375,7 @@ mod tests {
             payload_contains: Some(evil.clone()),
             ..Default::default()
         };
-        let (sql, params) = compile(&q, 0, Some(10)).unwrap();
+        let (sql, params) = compile(&q, 0, Some(10), &ArchiveState::default()).unwrap();
         assert!(!sql.contains("DROP"), "{sql}");
         assert_eq!(params.iter().filter(|p| **p == Value::Text(evil.clone())).count(), 5);
     }
@@ -372,6 +386,9 @@ mod tests {
             limit: Some(0),
             ..Default::default()
         };
-        assert!(matches!(compile(&q, 0, None), Err(Error::InvalidQuery(_))));
+        assert!(matches!(
+            compile(&q, 0, None, &ArchiveState::default()),
+            Err(Error::InvalidQuery(_))
+        ));
     }
 }

@@ -4,73 +4,18 @@ use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use duckdb::Connection;
 
 use cdktr_log::config::Setting;
 
+use crate::archive::ArchiveState;
 use crate::error::{Error, Result};
+use crate::migrations::MIGRATIONS;
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 3;
-
-/// Each migration takes the schema from the previous version to its own.
-const MIGRATIONS: &[(i64, &str)] = &[
-    (
-        1,
-        "CREATE TYPE run_status AS ENUM ('PENDING', 'RUNNING', 'WAITING', 'COMPLETED', 'FAILED', 'CRASHED');
-     CREATE TABLE logstore (
-         workflow_id          VARCHAR NOT NULL,
-         workflow_name        VARCHAR NOT NULL,
-         workflow_instance_id VARCHAR NOT NULL,
-         task_name            VARCHAR NOT NULL,
-         task_instance_id     VARCHAR NOT NULL,
-         timestamp_ms         BIGINT  NOT NULL,
-         level                VARCHAR NOT NULL,
-         payload              VARCHAR NOT NULL
-     );
-     CREATE TABLE workflow_run_status (
-         workflow_id          VARCHAR    NOT NULL,
-         workflow_instance_id VARCHAR    NOT NULL,
-         status               run_status NOT NULL,
-         timestamp_ms         BIGINT     NOT NULL
-     );
-     CREATE TABLE task_run_status (
-         task_id              VARCHAR    NOT NULL,
-         task_instance_id     VARCHAR    NOT NULL,
-         workflow_instance_id VARCHAR    NOT NULL,
-         status               run_status NOT NULL,
-         timestamp_ms         BIGINT     NOT NULL
-     );
-     CREATE TABLE publisher_watermark (
-         publisher_id VARCHAR NOT NULL,
-         seq          UBIGINT NOT NULL,
-         timestamp_ms BIGINT  NOT NULL
-     );",
-    ),
-    (
-        2,
-        "CREATE TABLE publisher_gap (
-         publisher_id VARCHAR NOT NULL,
-         first_seq    UBIGINT NOT NULL,
-         last_seq     UBIGINT NOT NULL,
-         timestamp_ms BIGINT  NOT NULL
-     );",
-    ),
-    (
-        3,
-        // A line's identity, as the live stream carries it; NULL for the
-        // lines of older files. The publisher as a number: a VARCHAR per
-        // line cost a quarter of the ingest rate.
-        "CREATE TABLE publisher (
-         publisher_key UINTEGER NOT NULL,
-         publisher_id  VARCHAR  NOT NULL
-     );
-     ALTER TABLE logstore ADD COLUMN publisher_key UINTEGER;
-     ALTER TABLE logstore ADD COLUMN seq UBIGINT;",
-    ),
-];
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// A size DuckDB takes as its memory limit, e.g. `128MB` or `1GiB`;
 /// checked, so nothing but a size reaches the SQL.
@@ -121,12 +66,12 @@ pub enum Location {
 /// failing on a full disk) refuses everything until it is opened again;
 /// [`recover`](Self::recover) does that, for every handle.
 pub struct Store {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     conn: Mutex<Handle>,
 }
 
 /// What the handles on one database share.
-struct Shared {
+pub(crate) struct Shared {
     location: Location,
     /// Bumped at each reopen; a handle of an older one clones anew.
     generation: AtomicU64,
@@ -136,11 +81,21 @@ struct Shared {
     settings: Mutex<Vec<String>>,
     /// The `publisher` table as read last: key to publisher id.
     publishers: Mutex<HashMap<u32, String>>,
+    /// The archive as readers see it; changed under its write lock.
+    pub(crate) archive: RwLock<ArchiveState>,
+    /// The number of the next archive file.
+    pub(crate) next_file_no: AtomicU64,
+    /// The archive's files and lines, kept beside the lock for readers
+    /// that must not wait (the API's Stats).
+    pub(crate) archive_files: AtomicU64,
+    pub(crate) archived_lines: AtomicU64,
 }
 
 struct Handle {
     generation: u64,
     conn: Connection,
+    /// The archive generation this connection's history view shows.
+    history_view: Option<u64>,
 }
 
 /// A handle's connection, locked.
@@ -150,6 +105,16 @@ impl Deref for Conn<'_> {
     type Target = Connection;
     fn deref(&self) -> &Connection {
         &self.0.conn
+    }
+}
+
+impl Conn<'_> {
+    pub(crate) fn history_view(&self) -> Option<u64> {
+        self.0.history_view
+    }
+
+    pub(crate) fn set_history_view(&mut self, generation: u64) {
+        self.0.history_view = Some(generation);
     }
 }
 
@@ -223,6 +188,7 @@ impl Store {
             conn: Mutex::new(Handle {
                 generation: self.shared.generation.load(SeqCst),
                 conn,
+                history_view: None,
             }),
             shared: self.shared.clone(),
         })
@@ -308,7 +274,7 @@ impl Store {
     }
 
     /// Runs a `SET` statement and keeps it for reopens.
-    fn set(&self, sql: String, op: &'static str) -> Result<()> {
+    pub(crate) fn set(&self, sql: String, op: &'static str) -> Result<()> {
         self.conn().execute_batch(&sql).map_err(Error::db(op))?;
         self.shared.settings.lock().unwrap_or_else(|e| e.into_inner()).push(sql);
         Ok(())
@@ -372,6 +338,7 @@ impl Store {
             if let Ok(conn) = root.try_clone() {
                 handle.conn = conn;
                 handle.generation = current;
+                handle.history_view = None;
             }
         }
         Conn(handle)
@@ -412,10 +379,15 @@ impl Store {
                 root: Mutex::new(conn),
                 settings: Mutex::new(settings),
                 publishers: Mutex::new(HashMap::new()),
+                archive: RwLock::new(ArchiveState::default()),
+                next_file_no: AtomicU64::new(1),
+                archive_files: AtomicU64::new(0),
+                archived_lines: AtomicU64::new(0),
             }),
             conn: Mutex::new(Handle {
                 generation: 0,
                 conn: handle,
+                history_view: None,
             }),
         })
     }

@@ -154,6 +154,23 @@ impl ApiClient {
         })
     }
 
+    /// Runs one read-only SQL statement (see [`Request::Sql`]).
+    ///
+    /// # Errors
+    /// As [`call`](Self::call); [`Error::Api`] with
+    /// [`ErrorKind::Forbidden`](crate::ErrorKind::Forbidden) for a statement
+    /// that is not read-only, `Invalid` for one DuckDB cannot parse.
+    pub fn sql(&mut self, sql: &str, max_rows: Option<u64>) -> Result<crate::sql::SqlRows> {
+        let request = Request::Sql {
+            sql: sql.to_owned(),
+            max_rows,
+        };
+        self.expect(&request, |r| match r {
+            Response::Rows(rows) => Some(rows),
+            _ => None,
+        })
+    }
+
     /// How many stored lines `query` matches.
     ///
     /// # Errors

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::error::ErrorKind;
 use crate::error::{Error, Result};
 use crate::query::{LogPage, LogQuery, Snapshot};
+use crate::sql::SqlRows;
 use crate::status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
 
 mod check;
@@ -74,6 +75,19 @@ pub enum Request {
     Snapshot {
         /// The follower's filters.
         query: LogQuery,
+    },
+    /// Runs one read-only SQL statement over the database and its archive
+    /// (the `log_history` view holds every line, hot and archived);
+    /// replies [`Response::Rows`]. A statement that would write, attach,
+    /// copy, load, change a setting or read a file outside the archive,
+    /// and more than one statement, get [`ErrorKind::Forbidden`].
+    Sql {
+        /// The statement.
+        sql: String,
+        /// Most rows to return (at most [`crate::sql::MAX_SQL_ROWS`], the
+        /// default).
+        #[serde(default)]
+        max_rows: Option<u64>,
     },
     /// How many stored lines a query matches (its limit, order and `after`
     /// aside); replies [`Response::Count`].
@@ -164,6 +178,7 @@ impl Request {
             Request::Ping {} => "Ping",
             Request::QueryLogs { .. } => "QueryLogs",
             Request::Snapshot { .. } => "Snapshot",
+            Request::Sql { .. } => "Sql",
             Request::CountLogs { .. } => "CountLogs",
             Request::GetRecentWorkflowStatuses(_) => "GetRecentWorkflowStatuses",
             Request::GetWorkflowTimeline { .. } => "GetWorkflowTimeline",
@@ -177,10 +192,11 @@ impl Request {
     }
 
     /// Every operation's name.
-    pub const OPS: [&'static str; 12] = [
+    pub const OPS: [&'static str; 13] = [
         "Ping",
         "QueryLogs",
         "Snapshot",
+        "Sql",
         "CountLogs",
         "GetRecentWorkflowStatuses",
         "GetWorkflowTimeline",
@@ -263,6 +279,11 @@ pub struct PrincipalStats {
     pub listener_pauses: u64,
     /// Publisher ids that two live publishers appear to share (logged).
     pub shared_ids: u64,
+    /// Parquet files in the archive now.
+    pub archive_files: u64,
+    /// Log lines in the archive now (moved out of DuckDB, not yet past
+    /// the archive's retention).
+    pub archived_lines: u64,
     /// Agents whose heartbeats are current.
     pub live_agents: u64,
     /// Heartbeats received.
@@ -283,7 +304,7 @@ pub struct PrincipalStats {
 
 /// A reply from the principal. On the wire: a map whose `"reply"` is the
 /// variant's name, with the variant's fields beside it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply")]
 pub enum Response {
     /// To [`Request::Ping`].
@@ -297,6 +318,9 @@ pub enum Response {
     Logs(LogPage),
     /// To [`Request::Snapshot`]: `row` and `persisted` beside `"reply"`.
     Snapshot(Snapshot),
+    /// To [`Request::Sql`]: `columns`, `rows` and `truncated` beside
+    /// `"reply"`.
+    Rows(SqlRows),
     /// To [`Request::CountLogs`].
     Count {
         /// Lines matched.

@@ -69,6 +69,10 @@ fn requests_round_trip_and_read_as_documented() {
             last: 9,
         },
         Request::Stats {},
+        Request::Sql {
+            sql: "SELECT 1".into(),
+            max_rows: Some(5),
+        },
     ];
     assert_eq!(all.len(), Request::OPS.len());
     for r in all {

@@ -175,6 +175,7 @@ fn task_update(instance: &str, status: RunStatus, at: i64) -> Request {
     }
 }
 
+mod archive;
 mod cli;
 mod liveness;
 mod requests;

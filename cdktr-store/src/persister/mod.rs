@@ -188,6 +188,7 @@ impl Persister {
         let store = store.try_clone()?;
         let marks = worker::load_marks(&store.conn())?;
         let publishers = publishers::Publishers::load(&store.conn())?;
+        let next_line = worker::next_line(&store.conn())?;
         let shared = marks
             .iter()
             .map(|(p, &seq)| {
@@ -208,7 +209,7 @@ impl Persister {
             (rx, budget.clone()),
             ctrl_rx,
             config,
-            (marks, publishers),
+            (marks, publishers, next_line),
             counters.clone(),
             written.clone(),
         );

@@ -28,6 +28,18 @@ pub(super) fn load_marks(conn: &Connection) -> Result<HashMap<String, u64>> {
     rows.collect::<duckdb::Result<HashMap<_, _>>>().map_err(read())
 }
 
+/// The number after the highest line number ever given, archived lines
+/// included.
+pub(super) fn next_line(conn: &Connection) -> Result<u64> {
+    conn.query_row(
+        "SELECT greatest((SELECT max(line_id) FROM logstore), (SELECT max(max_line_id) FROM archive_file))",
+        [],
+        |r| r.get::<_, Option<u64>>(0),
+    )
+    .map(|n| n.map_or(0, |n| n + 1))
+    .map_err(Error::db("reading the newest line number"))
+}
+
 pub(super) struct Worker {
     store: Store,
     rx: Receiver<Envelope>,
@@ -53,6 +65,8 @@ pub(super) struct Worker {
     dirty: bool,
     /// The last write failed: wait for the interval before the next.
     failing: bool,
+    /// The number the next stored line gets (`logstore.line_id`).
+    next_line: u64,
     space: Space,
     inject_failures: u32,
 }
@@ -63,7 +77,7 @@ impl Worker {
         (rx, budget): (Receiver<Envelope>, Arc<ByteBudget>),
         ctrl: Receiver<Ctrl>,
         config: PersisterConfig,
-        (marks, publishers): (HashMap<String, u64>, Publishers),
+        (marks, publishers, next_line): (HashMap<String, u64>, Publishers, u64),
         counters: Arc<StatsCell<PersisterStats>>,
         written: Marks,
     ) -> Worker {
@@ -90,6 +104,7 @@ impl Worker {
             shared_at: Instant::now(),
             dirty: false,
             failing: false,
+            next_line,
             space,
             inject_failures: 0,
         }
@@ -284,8 +299,8 @@ impl Worker {
     }
 
     /// Writes every line that was in the channel when asked (the manager
-    /// had handed them over before the request was made), then reads the
-    /// newest row.
+    /// had handed them over before the request was made); returns the
+    /// newest line's number.
     fn pin(&mut self) -> Result<i64> {
         let mut waiting = self.rx.len();
         loop {
@@ -301,12 +316,7 @@ impl Worker {
                 break;
             }
         }
-        self.store
-            .conn()
-            .query_row("SELECT coalesce(max(rowid), -1) FROM logstore", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(Error::db("reading the newest row"))
+        Ok(self.next_line as i64 - 1)
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -343,6 +353,7 @@ impl Worker {
         } else {
             let batch = Batch {
                 lines: &self.pending,
+                first_line: self.next_line,
                 keys: &keys,
                 fresh: &fresh,
                 lost: &self.lost,
@@ -363,6 +374,7 @@ impl Worker {
                 }
                 drop(written);
                 self.stats.persisted += self.pending.len() as u64;
+                self.next_line += self.pending.len() as u64;
                 self.stats.batches += 1;
                 self.stats.last_flush = start.elapsed();
                 self.pending.clear();
@@ -422,6 +434,8 @@ impl Worker {
 /// What one transaction writes.
 struct Batch<'a> {
     lines: &'a [Envelope],
+    /// The first line's number; the others follow it.
+    first_line: u64,
     /// Each line's publisher key.
     keys: &'a [u32],
     /// Publishers numbered for this batch.
@@ -444,7 +458,7 @@ fn write_batch(conn: &mut Connection, b: Batch<'_>) -> duckdb::Result<()> {
     }
     {
         let mut app = tx.appender("logstore")?;
-        for (e, key) in b.lines.iter().zip(b.keys) {
+        for ((e, key), line_id) in b.lines.iter().zip(b.keys).zip(b.first_line..) {
             let m = &e.message;
             app.append_row(params![
                 m.workflow_id,
@@ -457,6 +471,7 @@ fn write_batch(conn: &mut Connection, b: Batch<'_>) -> duckdb::Result<()> {
                 m.payload,
                 *key,
                 e.seq,
+                line_id,
             ])?;
         }
         // Dropping an appender flushes too, but throws the error away.

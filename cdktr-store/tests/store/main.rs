@@ -50,7 +50,9 @@ fn persist(store: &Store, config: PersisterConfig, messages: &[LogMessage]) -> c
     persister.shutdown().unwrap()
 }
 
+mod archive;
 mod persister;
 mod queries;
 mod schema;
+mod sql;
 mod status;

@@ -34,7 +34,8 @@ fn schema_has_exactly_the_specified_columns_and_a_version() {
             "level",
             "payload",
             "publisher_key",
-            "seq"
+            "seq",
+            "line_id"
         ]
     );
     let identity: Vec<(String, String)> = columns("logstore").split_off(8);
@@ -42,9 +43,26 @@ fn schema_has_exactly_the_specified_columns_and_a_version() {
         identity,
         [
             ("publisher_key".to_string(), "UINTEGER".to_string()),
-            ("seq".to_string(), "UBIGINT".to_string())
+            ("seq".to_string(), "UBIGINT".to_string()),
+            ("line_id".to_string(), "UBIGINT".to_string())
         ]
     );
+    assert_eq!(
+        names("archive_file"),
+        [
+            "file_no",
+            "path",
+            "day",
+            "line_count",
+            "bytes",
+            "min_timestamp_ms",
+            "max_timestamp_ms",
+            "min_line_id",
+            "max_line_id",
+            "archived_at_ms"
+        ]
+    );
+    assert_eq!(names("archive_deleted"), ["file_no", "reason", "deleted_at_ms"]);
     assert_eq!(
         names("workflow_run_status"),
         ["workflow_id", "workflow_instance_id", "status", "timestamp_ms"]
@@ -108,7 +126,8 @@ fn a_version_1_file_is_migrated_to_the_current_schema_keeping_its_rows() {
     let conn = duckdb::Connection::open(&path).unwrap();
     conn.execute_batch(
         "DROP TABLE publisher_gap; DELETE FROM cdktr_schema_version WHERE version > 1;
-         DROP TABLE publisher;
+         DROP TABLE publisher; DROP TABLE archive_file; DROP TABLE archive_deleted;
+         ALTER TABLE logstore DROP COLUMN line_id;
          ALTER TABLE logstore DROP COLUMN publisher_key; ALTER TABLE logstore DROP COLUMN seq;
          INSERT INTO publisher_watermark VALUES ('old', 7, 0);
          INSERT INTO logstore VALUES ('w', 'W', 'i', 't', 'ti', 5, 'INFO', 'an old line');",

@@ -7,6 +7,8 @@
 //! cdktr-logs stats [-o text|json]
 //! cdktr-logs tail  [-w WORKFLOW]... [-i INSTANCE] [--task T] [--level L] [-n N | --since WHEN]
 //! cdktr-logs ui    [-i INSTANCE] [-w WORKFLOW] [--scrollback LINES]
+//! cdktr-logs sql "SELECT …" [-o table|json|csv] [--max-rows N]
+//! cdktr-logs export FILE [-w -i --task --level --since --until --grep] [--format parquet|csv|jsonl]
 //! ```
 //!
 //! `tail` follows the live stream, like `kubectl logs -f`. `query` reads
@@ -20,8 +22,10 @@
 //! A client: it builds without DuckDB
 //! (`cargo install cdktr-logs --no-default-features --features cli`).
 
+mod export;
 mod output;
 mod query;
+mod sql;
 mod status;
 mod tail;
 mod ui;
@@ -113,6 +117,8 @@ fn cli() -> Command {
         .subcommand(tail::command())
         .subcommand(query::command())
         .subcommand(status::command())
+        .subcommand(sql::command())
+        .subcommand(export::command())
         .subcommand(ui::command())
         .subcommand(Command::new("stats").about("The principal's counters").arg(output()))
 }
@@ -216,6 +222,8 @@ fn main() -> ExitCode {
             "tail" => tail::run(sub, &p, &mut out),
             "query" => query::run(sub, &p, &mut out),
             "status" => status::run(sub, &p, &mut out),
+            "sql" => sql::run(sub, &p, &mut out),
+            "export" => export::run(sub, &p),
             "stats" => status::stats(&p, &mut out),
             "ui" => ui::run(sub, &p),
             _ => Err("unknown subcommand (try --help)".into()),

@@ -91,6 +91,13 @@ impl Cell {
         }
     }
 
+    pub fn header(text: impl Into<String>) -> Cell {
+        Cell {
+            text: text.into(),
+            style: Style::new().bold(),
+        }
+    }
+
     pub fn status(status: RunStatus) -> Cell {
         let color = match status {
             RunStatus::Completed => AnsiColor::Green,

@@ -9,6 +9,20 @@ use crate::output::Out;
 use crate::{Principal, Result};
 
 pub fn command() -> Command {
+    filters(Command::new("query").about("Print stored log lines, oldest first"))
+        .arg(
+            Arg::new("lines")
+                .short('n')
+                .long("lines")
+                .value_name("N")
+                .value_parser(value_parser!(u64).range(1..))
+                .help("Only the last N lines"),
+        )
+        .arg(crate::output())
+}
+
+/// The filters `query` and `export` share.
+pub fn filters(command: Command) -> Command {
     let time = |name: &'static str, help: &'static str| {
         Arg::new(name)
             .long(name)
@@ -16,8 +30,7 @@ pub fn command() -> Command {
             .value_parser(crate::parse_time)
             .help(help)
     };
-    Command::new("query")
-        .about("Print stored log lines, oldest first")
+    command
         .arg(
             Arg::new("workflow")
                 .short('w')
@@ -43,23 +56,12 @@ pub fn command() -> Command {
                 .value_name("TEXT")
                 .help("Only lines whose payload contains TEXT (literal, case-sensitive)"),
         )
-        .arg(
-            Arg::new("lines")
-                .short('n')
-                .long("lines")
-                .value_name("N")
-                .value_parser(value_parser!(u64).range(1..))
-                .help("Only the last N lines"),
-        )
-        .arg(crate::output())
 }
 
-pub fn run(m: &ArgMatches, p: &Principal, out: &mut Out) -> Result {
+/// The query the [`filters`] describe, oldest first, in full pages.
+pub fn filtered(m: &ArgMatches) -> LogQuery {
     let text = |k: &str| m.get_one::<String>(k).cloned();
-    let last_n = m
-        .get_one::<u64>("lines")
-        .map(|&n| usize::try_from(n).unwrap_or(usize::MAX));
-    let query = LogQuery {
+    LogQuery {
         start_ms: Some(m.get_one::<i64>("since").copied().unwrap_or(i64::MIN)),
         end_ms: m.get_one::<i64>("until").copied(),
         workflow_id: text("workflow"),
@@ -69,14 +71,20 @@ pub fn run(m: &ArgMatches, p: &Principal, out: &mut Out) -> Result {
         levels: m.get_one::<Level>("level").map(|&l| LevelFilter::AtLeast(l)),
         payload_contains: text("grep"),
         limit: Some(MAX_PAGE_LINES),
-        // The last N are the first N newest; everything is read in order.
-        order: if last_n.is_some() {
-            Order::NewestFirst
-        } else {
-            Order::OldestFirst
-        },
+        order: Order::OldestFirst,
         ..LogQuery::default()
-    };
+    }
+}
+
+pub fn run(m: &ArgMatches, p: &Principal, out: &mut Out) -> Result {
+    let last_n = m
+        .get_one::<u64>("lines")
+        .map(|&n| usize::try_from(n).unwrap_or(usize::MAX));
+    let mut query = filtered(m);
+    // The last N are the first N newest; everything is read in order.
+    if last_n.is_some() {
+        query.order = Order::NewestFirst;
+    }
     let mut api = p.client()?;
     if let Some(n) = last_n {
         let mut lines = Vec::new();

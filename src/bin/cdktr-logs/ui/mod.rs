@@ -11,7 +11,7 @@ mod app;
 mod logpane;
 mod run;
 mod runs;
-mod text;
+pub(crate) mod text;
 mod workers;
 
 use std::io::IsTerminal;
