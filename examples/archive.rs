@@ -48,6 +48,12 @@ fn cli() -> Command {
                 .help("New lines written while archiving, and again without (default: --lines / 2)"),
         )
         .arg(
+            Arg::new("rest-factor")
+                .long("rest-factor")
+                .value_parser(value_parser!(u32))
+                .help("ArchiveConfig::rest_factor (default: the default's)"),
+        )
+        .arg(
             Arg::new("json")
                 .long("json")
                 .action(ArgAction::SetTrue)
@@ -55,8 +61,8 @@ fn cli() -> Command {
         )
 }
 
-/// Line `i`; lines stamped `LIVE` or later belong to other instances than
-/// the old ones, so that queries of old instances see only old lines.
+/// Line `i`; live lines belong to other workflows than the old ones, so
+/// that queries of old workflows and instances see only old lines.
 fn line(i: u64, instances: u64, timestamp_ms: i64, live: bool) -> Envelope {
     let instance = i % instances;
     let run = if live { "live" } else { "run" };
@@ -65,7 +71,7 @@ fn line(i: u64, instances: u64, timestamp_ms: i64, live: bool) -> Envelope {
         seq: i / 8 + 1,
         replays: false,
         message: LogMessage {
-            workflow_id: format!("wf-{}", instance % 20),
+            workflow_id: format!("{run}-wf-{}", instance % 20),
             workflow_name: format!("Workflow {}", instance % 20),
             workflow_instance_id: format!("wf-{}-{run}-{instance}", instance % 20),
             task_name: format!("task-{}", i % 7),
@@ -120,19 +126,26 @@ fn main() {
     store.set_memory_limit("128MB").expect("memory limit");
     store.open_archive(dir.path().join("archive")).expect("archive");
     store.lock_down().expect("lock down");
-    // One instance's lines, as `cdktr-logs query -i` reads them.
-    let probes: Vec<LogQuery> = (0..20)
-        .map(|k| LogQuery {
-            workflow_instance_id: Some(format!("wf-{}-run-{}", (k * 7 % instances) % 20, k * 7 % instances)),
-            start_ms: Some(i64::MIN),
-            limit: Some(1000),
-            ..LogQuery::default()
-        })
-        .collect();
-    let run_probes = |store: &Store| {
+    // One instance's lines, as `cdktr-logs query -i` reads them; and one
+    // workflow's (whether a workflow level in the layout would pay).
+    let instance = |k: u64| LogQuery {
+        workflow_instance_id: Some(format!("wf-{}-run-{}", (k * 7 % instances) % 20, k * 7 % instances)),
+        start_ms: Some(i64::MIN),
+        limit: Some(1000),
+        ..LogQuery::default()
+    };
+    let workflow = |k: u64| LogQuery {
+        workflow_id: Some(format!("run-wf-{}", k % 20)),
+        start_ms: Some(i64::MIN),
+        limit: Some(1000),
+        ..LogQuery::default()
+    };
+    let instances_probes: Vec<LogQuery> = (0..21).map(instance).collect();
+    let workflow_probes: Vec<LogQuery> = (0..21).map(workflow).collect();
+    let run_probes = |store: &Store, probes: &[LogQuery]| {
         let mut times = Vec::new();
         let mut pages = Vec::new();
-        for q in &probes {
+        for q in probes {
             let t = Instant::now();
             let page = store.query_page(q, usize::MAX).expect("query");
             times.push(t.elapsed());
@@ -140,12 +153,15 @@ fn main() {
         }
         (median(times), pages)
     };
-    let (hot_query, before) = run_probes(&store);
+    let (hot_query, before) = run_probes(&store, &instances_probes);
+    let (hot_workflow, workflow_before) = run_probes(&store, &workflow_probes);
 
     // Archive the old day while new lines arrive.
+    let defaults = ArchiveConfig::default();
     let config = ArchiveConfig {
         hot_retention: Some(Duration::from_secs(7 * 86_400)),
-        ..ArchiveConfig::default()
+        rest_factor: m.get_one::<u32>("rest-factor").copied().unwrap_or(defaults.rest_factor),
+        ..defaults
     };
     let archiver = store.try_clone().expect("a connection");
     let (moved, move_secs, during) = std::thread::scope(|s| {
@@ -160,8 +176,9 @@ fn main() {
     });
     let after_rate = ingest(&store, lines + more, more, instances, true, |i| now + i as i64 % 1000);
     let archive_bytes: u64 = store.archived_files().iter().map(|f| f.bytes).sum();
-    let (archived_query, after) = run_probes(&store);
-    let same = before == after;
+    let (archived_query, after) = run_probes(&store, &instances_probes);
+    let (archived_workflow, workflow_after) = run_probes(&store, &workflow_probes);
+    let same = before == after && workflow_before == workflow_after;
 
     let out = serde_json::json!({
         "lines": lines,
@@ -169,6 +186,7 @@ fn main() {
         "write_lines_per_s": write_rate.round(),
         "archive_lines_per_s": (moved.lines as f64 / move_secs).round(),
         "archive_files": moved.files,
+        "rest_factor": config.rest_factor,
         "ingest_while_archiving_lines_per_s": during.round(),
         "ingest_without_archiving_lines_per_s": after_rate.round(),
         "ingest_ratio": (during / after_rate * 1000.0).round() / 1000.0,
@@ -176,6 +194,8 @@ fn main() {
         "archive_bytes_per_line": (archive_bytes as f64 / moved.lines.max(1) as f64 * 10.0).round() / 10.0,
         "one_instance_query_hot_ms": hot_query.as_secs_f64() * 1000.0,
         "one_instance_query_archived_ms": archived_query.as_secs_f64() * 1000.0,
+        "one_workflow_query_hot_ms": hot_workflow.as_secs_f64() * 1000.0,
+        "one_workflow_query_archived_ms": archived_workflow.as_secs_f64() * 1000.0,
         "same_results": same,
     });
     if m.get_flag("json") {

@@ -58,7 +58,8 @@ pub enum Order {
 pub struct Cursor {
     /// The last row's timestamp.
     pub timestamp_ms: i64,
-    /// The last row's position among rows with that timestamp.
+    /// The last row's line number (`line_id`), which orders rows with
+    /// that timestamp.
     pub row: i64,
 }
 
@@ -83,7 +84,8 @@ pub struct Origin {
 /// `persisted[p]` was not stored then, and so is in no page.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
-    /// The newest stored row when it was taken (-1 for none).
+    /// The number (`line_id`) of the newest stored line when it was taken
+    /// (-1 for none).
     pub row: i64,
     /// Per publisher, the highest number stored then: each publisher's
     /// stored lines are the first `persisted[p]` of its stream (lines

@@ -33,9 +33,10 @@ impl Store {
         if let Some(dir) = dir {
             sql.push_str(&format!("SET allowed_directories = [{}];", sql_string(&dir)));
         }
+        // Archived files' footers are read once, not at every query.
         sql.push_str(
-            "SET enable_external_access = false; SET allow_community_extensions = false; \
-             SET lock_configuration = true;",
+            "SET parquet_metadata_cache = true; SET enable_external_access = false; \
+             SET allow_community_extensions = false; SET lock_configuration = true;",
         );
         self.set(sql, "closing the database to the outside")
     }

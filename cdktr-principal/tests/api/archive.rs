@@ -100,11 +100,14 @@ fn files_named(dir: &Path, suffix: &str) -> usize {
         .count()
 }
 
-/// Waits for the archiver's first pass: no line left in DuckDB.
+/// Waits for the archiver's first pass: no line past the 7-day hot
+/// retention left in DuckDB.
 fn wait_until_all_archived(p: &Running) {
     let end = Instant::now() + WAIT;
+    let cutoff = cdktr_log::message::now_ms() - 7 * DAY;
     loop {
-        let r = p.client().sql("SELECT count(*) FROM logstore", None).unwrap();
+        let sql = format!("SELECT count(*) FROM logstore WHERE timestamp_ms < {cutoff}");
+        let r = p.client().sql(&sql, None).unwrap();
         if r.rows[0][0] == cdktr_log::sql::SqlValue::Int(0) {
             return;
         }
@@ -345,5 +348,39 @@ fn cli_export_writes_hot_and_archived_lines_to_parquet_csv_and_json_lines() {
     let bad = p.cli(&["export", out.path().join("x.txt").to_str().unwrap()]);
     assert!(!bad.status.success());
     assert!(!out.path().join("x.txt").exists());
+    p.stop();
+}
+
+#[test]
+fn lines_published_while_a_day_is_archived_are_all_stored_once_beside_the_archived_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let n = 20_000;
+    seed(&db, n);
+    let p = start(&db, &[("CDKTR_HOT_RETENTION", "7d")]);
+    // The first pass starts with the principal: publish meanwhile.
+    let publisher = LogPublisher::builder(&p.bus)
+        .acknowledged_by(&p.api)
+        .spool_dir(dir.path().join("spool"))
+        .start()
+        .unwrap();
+    let live = 5_000;
+    for i in 0..live {
+        publisher
+            .publish(line("etl-live", Level::Info, &format!("live {i}")))
+            .unwrap();
+    }
+    publisher.wait_persisted(WAIT).unwrap();
+    let live_id = publisher.publisher_id().to_owned();
+    wait_until_all_archived(&p);
+    let seen = identities(&p);
+    assert!(seen.values().all(|&c| c == 1), "a line read twice");
+    let seeded = seen.keys().filter(|(id, _)| id == "seed").count();
+    let published: Vec<u64> = seen.keys().filter(|(id, _)| *id == live_id).map(|(_, s)| *s).collect();
+    assert_eq!(seeded, 2 * n);
+    assert_eq!(published, (1..=live as u64).collect::<Vec<_>>());
+    let stats = p.client().stats().unwrap();
+    assert_eq!(stats.archived_lines, 2 * n as u64, "{stats:?}");
+    assert!(stats.archive_files >= 2, "one file per day at least: {stats:?}");
     p.stop();
 }

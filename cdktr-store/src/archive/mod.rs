@@ -86,6 +86,9 @@ pub struct ArchiveConfig {
     pub row_group_lines: usize,
     /// How often the archiver looks for work.
     pub check_every: Duration,
+    /// After each step the archiver rests this many times as long as the
+    /// step took, so that ingestion keeps most of the cores (0: no rest).
+    pub rest_factor: u32,
     /// Tests only: where to stop the process dead.
     pub failpoint: Option<Failpoint>,
 }
@@ -98,6 +101,7 @@ impl Default for ArchiveConfig {
             chunk_lines: 250_000,
             row_group_lines: 61_440,
             check_every: Duration::from_secs(60),
+            rest_factor: 1,
             failpoint: None,
         }
     }

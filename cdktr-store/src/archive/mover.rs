@@ -54,6 +54,7 @@ pub fn archive_pass(store: &Store, config: &ArchiveConfig, now_ms: i64, stop: &d
     if let Some(hot) = config.hot_retention {
         let cutoff = now_ms.saturating_sub(millis(hot));
         while !stop() {
+            let started = std::time::Instant::now();
             match move_chunk(store, config, cutoff)? {
                 Some(lines) => {
                     report.files += 1;
@@ -61,12 +62,27 @@ pub fn archive_pass(store: &Store, config: &ArchiveConfig, now_ms: i64, stop: &d
                 }
                 None => break,
             }
+            // Leave the cores to ingestion for a while: a move sorts and
+            // compresses on every DuckDB thread.
+            rest(started.elapsed() * config.rest_factor, stop);
         }
     }
     if let Some(keep) = config.archive_retention {
         report.deleted_files += expire(store, config, now_ms.saturating_sub(millis(keep)))?;
     }
     Ok(report)
+}
+
+/// Sleeps for `d`, or until `stop` says so.
+fn rest(d: Duration, stop: &dyn Fn() -> bool) {
+    let end = std::time::Instant::now() + d;
+    while !stop() {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
 }
 
 fn millis(d: Duration) -> i64 {
