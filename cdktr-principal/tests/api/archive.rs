@@ -384,3 +384,23 @@ fn lines_published_while_a_day_is_archived_are_all_stored_once_beside_the_archiv
     assert!(stats.archive_files >= 2, "one file per day at least: {stats:?}");
     p.stop();
 }
+
+#[test]
+fn a_statement_past_the_time_limit_is_stopped_and_the_next_one_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = start(&dir.path().join("app.db"), &[("CDKTR_QUERY_TIMEOUT_MS", "300")]);
+    let started = Instant::now();
+    let slow = p
+        .client()
+        .sql("SELECT count(*) FROM range(1000000000000) t(x) WHERE x % 7 = 3", None);
+    match slow {
+        Err(cdktr_log::Error::Api { kind, message }) => {
+            assert_eq!(kind, ErrorKind::TimedOut, "{message}");
+        }
+        other => panic!("not stopped: {other:?}"),
+    }
+    assert!(started.elapsed() < WAIT);
+    let next = p.client().sql("SELECT 6 * 7 AS answer", None).unwrap();
+    assert_eq!(next.rows, [[cdktr_log::sql::SqlValue::Int(42)]]);
+    p.stop();
+}
