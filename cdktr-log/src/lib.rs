@@ -95,6 +95,8 @@ pub mod publisher;
 pub mod subscriber;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tracing")]
+pub mod tracing;
 
 pub use config::{ApiConfig, BusConfig};
 pub use error::{Error, ErrorKind, Result};

@@ -107,6 +107,23 @@ pub struct TaskLogger {
     max_message_bytes: usize,
 }
 
+/// Publishes through a publisher's queue, as [`LogPublisher::publish`]
+/// does; fails with [`Error::Closed`] once the publisher has shut down.
+#[cfg(feature = "tracing")]
+#[derive(Clone)]
+pub(crate) struct Handle {
+    tx: Sender<Command>,
+    max_message_bytes: usize,
+}
+
+#[cfg(feature = "tracing")]
+impl Handle {
+    pub fn publish(&self, message: LogMessage) -> Result<()> {
+        check_size(message.payload.len(), self.max_message_bytes)?;
+        send(&self.tx, Command::Publish(message))
+    }
+}
+
 enum Command {
     Publish(LogMessage),
     Task {
@@ -148,6 +165,15 @@ impl LogPublisher {
     pub fn publish(&self, message: LogMessage) -> Result<()> {
         check_size(message.payload.len(), self.max_message_bytes)?;
         send(&self.tx, Command::Publish(message))
+    }
+
+    /// A handle on this publisher's queue for the `tracing` layer.
+    #[cfg(feature = "tracing")]
+    pub(crate) fn handle(&self) -> Handle {
+        Handle {
+            tx: self.tx.clone(),
+            max_message_bytes: self.max_message_bytes,
+        }
     }
 
     /// A logger for one task's lines.
