@@ -93,3 +93,26 @@ fn archive_moves_every_line_and_queries_return_the_same_after() {
     assert!(v["archive_files"].as_u64().unwrap() >= 1, "{v}");
     assert!(v["archive_bytes_per_line"].as_f64().unwrap() > 0.0, "{v}");
 }
+
+#[test]
+fn embed_orchestrator_logs_through_tracing_and_prints_its_timeline() {
+    let out = Command::new(example("embed_orchestrator"))
+        .output()
+        .expect("cargo test builds examples");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("17 events published, 17 stored, 0 dropped"), "{stdout}");
+    for line in [
+        "workflow   INFO  starting tasks=3",
+        "transform  WARN  batch done with skips batch=2 rows_skipped=3 reason=\"malformed date\"",
+        "load       COMPLETED",
+        "workflow   COMPLETED",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in\n{stdout}");
+    }
+}
