@@ -68,6 +68,9 @@
 //!   crate is the protocol alone (messages, the wire codec, queries,
 //!   statuses, API requests and replies) and builds no libzmq; the store
 //!   uses it that way.
+//! - `tracing` (off by default): [`tracing`](crate::tracing), a
+//!   `tracing_subscriber` layer that publishes events with the workflow
+//!   context of their spans, and its flushing guard.
 //! - `testing`: helpers for this workspace's tests (free ports, finding
 //!   the workspace's binaries).
 #![warn(missing_docs, missing_debug_implementations)]

@@ -118,9 +118,16 @@ pub(crate) struct Handle {
 
 #[cfg(feature = "tracing")]
 impl Handle {
-    pub fn publish(&self, message: LogMessage) -> Result<()> {
-        check_size(message.payload.len(), self.max_message_bytes)?;
-        send(&self.tx, Command::Publish(message))
+    /// As [`TaskLogger::log_at`]: the context is shared, not copied.
+    pub fn publish(&self, ctx: Arc<TaskContext>, level: Level, timestamp_ms: i64, payload: String) -> Result<()> {
+        check_size(payload.len(), self.max_message_bytes)?;
+        let cmd = Command::Task {
+            ctx,
+            level,
+            timestamp_ms,
+            payload,
+        };
+        send(&self.tx, cmd)
     }
 }
 

@@ -51,7 +51,7 @@ use tracing_subscriber::layer::Context as LayerContext;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-use crate::message::{now_ms, Level, LogMessage};
+use crate::message::{now_ms, Level};
 use crate::publisher::{Handle, LogPublisher, PublisherStats, TaskContext};
 use crate::Error;
 
@@ -119,6 +119,7 @@ impl LayerBuilder {
             outside: self.outside,
             target: self.target,
             counts: Counts::default(),
+            recorded: AtomicU64::new(0),
         });
         let guard = LayerGuard {
             publisher: Some(self.publisher),
@@ -139,6 +140,8 @@ struct Inner {
     outside: Outside,
     target: bool,
     counts: Counts,
+    /// Context fields recorded after their spans were created, so far.
+    recorded: AtomicU64,
 }
 
 #[derive(Default)]
@@ -201,16 +204,24 @@ where
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut extensions = span.extensions_mut();
-        if let Some(context) = extensions.get_mut::<Context>() {
-            values.record(context);
+        let mut recorded = Context::default();
+        values.record(&mut recorded);
+        if recorded.0.iter().all(Option::is_none) {
             return;
         }
-        let mut context = Context::default();
-        values.record(&mut context);
-        if context.0.iter().any(Option::is_some) {
-            extensions.insert(context);
+        let mut extensions = span.extensions_mut();
+        match extensions.get_mut::<Context>() {
+            Some(context) => {
+                for (slot, value) in context.0.iter_mut().zip(recorded.0) {
+                    if value.is_some() {
+                        *slot = value;
+                    }
+                }
+            }
+            None => extensions.insert(recorded),
         }
+        // Every span's resolved context may include this one's.
+        self.inner.recorded.fetch_add(1, Relaxed);
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
@@ -218,55 +229,117 @@ where
         let inner = &self.inner;
         let mut payload = Payload::default();
         event.record(&mut payload);
-        let mut found = std::mem::take(&mut payload.context.0);
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope {
-                if found.iter().all(Option::is_some) {
-                    break;
-                }
-                if let Some(c) = span.extensions().get::<Context>() {
-                    for (slot, value) in found.iter_mut().zip(&c.0) {
-                        if slot.is_none() {
-                            slot.clone_from(value);
+        let own = std::mem::take(&mut payload.context);
+        // The scope's context, resolved once per span and kept in it until
+        // a context field is recorded anywhere.
+        let generation = inner.recorded.load(Relaxed);
+        let scoped = match ctx.event_span(event) {
+            Some(span) => {
+                let cached = span
+                    .extensions()
+                    .get::<Resolved>()
+                    .filter(|r| r.generation == generation)
+                    .map(|r| r.context.clone());
+                cached.unwrap_or_else(|| {
+                    let mut found: [Option<String>; 5] = Default::default();
+                    for s in span.scope() {
+                        if let Some(c) = s.extensions().get::<Context>() {
+                            for (slot, value) in found.iter_mut().zip(&c.0) {
+                                if slot.is_none() {
+                                    slot.clone_from(value);
+                                }
+                            }
                         }
+                    }
+                    let context = inner.complete(found);
+                    span.extensions_mut().replace(Resolved {
+                        generation,
+                        context: context.clone(),
+                    });
+                    context
+                })
+            }
+            None => inner.complete(Default::default()),
+        };
+        // An event's own context fields win over its spans'.
+        let context = if own.0.iter().any(Option::is_some) {
+            let mut found = own.0;
+            let (have, c) = (&scoped.1, &scoped.0);
+            let fallback = [
+                &c.workflow_id,
+                &c.workflow_name,
+                &c.workflow_instance_id,
+                &c.task_name,
+                &c.task_instance_id,
+            ];
+            // Outside a workflow the spans' strings are only the default's,
+            // which `complete` fills in anyway.
+            if *have {
+                for (slot, value) in found.iter_mut().zip(fallback) {
+                    if slot.is_none() {
+                        *slot = Some(value.clone());
                     }
                 }
             }
-        }
-        let default = match (&inner.outside, found[0].is_some()) {
-            (Outside::Default(d), in_workflow) => {
-                if !in_workflow {
+            inner.complete(found)
+        } else {
+            scoped
+        };
+        let (context, in_workflow) = context;
+        if !in_workflow {
+            match inner.outside {
+                Outside::Skip => {
+                    inner.counts.skipped.fetch_add(1, Relaxed);
+                    return;
+                }
+                Outside::Default(_) => {
                     inner.counts.defaulted.fetch_add(1, Relaxed);
                 }
-                Some(d)
             }
-            (Outside::Skip, true) => None,
-            (Outside::Skip, false) => {
-                inner.counts.skipped.fetch_add(1, Relaxed);
-                return;
-            }
-        };
-        let [workflow_id, workflow_name, workflow_instance_id, task_name, task_instance_id] = found;
-        let or = |v: Option<String>, d: fn(&TaskContext) -> &String| {
-            v.or_else(|| default.map(|c| d(c).clone())).unwrap_or_default()
-        };
+        }
         let meta = event.metadata();
-        let message = LogMessage {
-            workflow_id: or(workflow_id, |c| &c.workflow_id),
-            workflow_name: or(workflow_name, |c| &c.workflow_name),
-            workflow_instance_id: or(workflow_instance_id, |c| &c.workflow_instance_id),
-            task_name: or(task_name, |c| &c.task_name),
-            task_instance_id: or(task_instance_id, |c| &c.task_instance_id),
-            timestamp_ms,
-            level: level(*meta.level()),
-            payload: payload.into_text(inner.target.then(|| meta.target())),
-        };
-        let counter = match inner.handle.publish(message) {
+        let text = payload.into_text(inner.target.then(|| meta.target()));
+        let counter = match inner.handle.publish(context, level(*meta.level()), timestamp_ms, text) {
             Ok(()) => &inner.counts.published,
             Err(Error::Oversize { .. }) => &inner.counts.oversize,
             Err(_) => &inner.counts.closed,
         };
         counter.fetch_add(1, Relaxed);
+    }
+}
+
+/// A span's context with its ancestors' and the default filled in, as of
+/// a count of context fields recorded.
+struct Resolved {
+    generation: u64,
+    context: (Arc<TaskContext>, bool),
+}
+
+impl Inner {
+    fn default(&self) -> Option<&TaskContext> {
+        match &self.outside {
+            Outside::Default(d) => Some(d),
+            Outside::Skip => None,
+        }
+    }
+
+    /// The line's context from the fields found, the default filling the
+    /// rest; and whether it is inside a workflow (a `workflow_id` found).
+    fn complete(&self, found: [Option<String>; 5]) -> (Arc<TaskContext>, bool) {
+        let in_workflow = found[0].is_some();
+        let d = self.default();
+        let [workflow_id, workflow_name, workflow_instance_id, task_name, task_instance_id] = found;
+        let or = |v: Option<String>, f: fn(&TaskContext) -> &String| {
+            v.or_else(|| d.map(|c| f(c).clone())).unwrap_or_default()
+        };
+        let context = TaskContext {
+            workflow_id: or(workflow_id, |c| &c.workflow_id),
+            workflow_name: or(workflow_name, |c| &c.workflow_name),
+            workflow_instance_id: or(workflow_instance_id, |c| &c.workflow_instance_id),
+            task_name: or(task_name, |c| &c.task_name),
+            task_instance_id: or(task_instance_id, |c| &c.task_instance_id),
+        };
+        (Arc::new(context), in_workflow)
     }
 }
 

@@ -8,6 +8,7 @@ use tracing_subscriber::layer::SubscriberExt;
 
 use super::*;
 use crate::testing::any_ports;
+use crate::LogMessage;
 use crate::{Envelope, LogManager};
 
 const WAIT: Duration = Duration::from_secs(30);
