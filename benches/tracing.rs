@@ -1,5 +1,7 @@
 //! The cost of a `tracing` event on the caller's thread: through the cdktr
-//! layer (into a real log manager on loopback), next to tracing-appender's
+//! layer (into a ZeroMQ PULL socket on loopback that discards, standing for
+//! a principal on another machine: the two cores are shared by the caller
+//! and the publisher's thread only), next to tracing-appender's
 //! `non_blocking` writer into a file with the fmt layer; and of a disabled
 //! event, with the layer and with no layer at all.
 //!
@@ -8,7 +10,7 @@
 use std::time::Duration;
 
 use cdktr_log::testing::any_ports;
-use cdktr_log::{LogManager, LogPublisher};
+use cdktr_log::LogPublisher;
 use criterion::{criterion_group, criterion_main, Criterion};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -27,11 +29,18 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("tracing event");
     g.measurement_time(Duration::from_secs(5));
 
-    // The layer into a manager whose sink a thread drains.
-    let (sink, rx) = crossbeam_channel::bounded(1 << 16);
-    let manager = LogManager::builder(&any_ports()).sink(sink).start().unwrap();
-    let drain = std::thread::spawn(move || for _ in rx.iter() {});
-    let publisher = LogPublisher::connect(manager.config()).unwrap();
+    // The layer into a PULL socket a thread drains.
+    let context = zmq::Context::new();
+    let pull = context.socket(zmq::PULL).unwrap();
+    pull.bind("tcp://127.0.0.1:*").unwrap();
+    let endpoint = pull.get_last_endpoint().unwrap().unwrap();
+    let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let drain = std::thread::spawn(move || while pull.recv_bytes(0).is_ok_and(|b| !b.is_empty()) {});
+    let bus = cdktr_log::BusConfig {
+        listening_port: port,
+        ..any_ports()
+    };
+    let publisher = LogPublisher::connect(&bus).unwrap();
     let (layer, guard) = cdktr_log::tracing::layer(publisher).build();
     let cdktr = tracing_subscriber::registry().with(LevelFilter::INFO).with(layer);
     tracing::subscriber::with_default(cdktr, || {
@@ -71,7 +80,9 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
-    manager.shutdown().unwrap();
+    let stop = context.socket(zmq::PUSH).unwrap();
+    stop.connect(&endpoint).unwrap();
+    stop.send(Vec::<u8>::new(), 0).unwrap();
     let _ = drain.join();
 }
 
