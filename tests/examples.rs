@@ -10,18 +10,23 @@ fn example(name: &str) -> PathBuf {
     exe.parent().unwrap().parent().unwrap().join("examples").join(name)
 }
 
-#[test]
-fn pubsub_runs_and_reports_every_line() {
-    let out = Command::new(example("pubsub"))
-        .output()
-        .expect("cargo test builds examples");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Runs `command` (an example) to its end; its standard output, once it
+/// has exited successfully.
+fn succeeds(command: &mut Command) -> String {
+    let out = command.output().expect("cargo test builds examples");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "exit {:?}\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn pubsub_runs_and_reports_every_line() {
+    let stdout = succeeds(&mut Command::new(example("pubsub")));
     assert_eq!(stdout.matches("live: ").count(), 3, "{stdout}");
     assert!(
         stdout.contains("WARN  etl/etl-20261127-1 extract/extract-1: row 7 has no id; skipped"),
@@ -50,19 +55,12 @@ fn loadgen_runs_against_a_principal_and_counts_what_is_stored() {
         .start()
         .unwrap();
     let bus = principal.bus().config().clone();
-    let out = Command::new(example("loadgen"))
-        .args(["--publishers", "2", "--messages", "3000", "--rate", "20000", "--json"])
-        .env("CDKTR_LOGS_LISTENING_PORT", bus.listening_port.to_string())
-        .env("CDKTR_LOGS_PUBLISHING_PORT", bus.publishing_port.to_string())
-        .env("CDKTR_PRINCIPAL_PORT", principal.api_config().port.to_string())
-        .output()
-        .expect("cargo test builds examples");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = succeeds(
+        Command::new(example("loadgen"))
+            .args(["--publishers", "2", "--messages", "3000", "--rate", "20000", "--json"])
+            .env("CDKTR_LOGS_LISTENING_PORT", bus.listening_port.to_string())
+            .env("CDKTR_LOGS_PUBLISHING_PORT", bus.publishing_port.to_string())
+            .env("CDKTR_PRINCIPAL_PORT", principal.api_config().port.to_string()),
     );
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     assert_eq!(
@@ -77,17 +75,15 @@ fn loadgen_runs_against_a_principal_and_counts_what_is_stored() {
 
 #[test]
 fn archive_moves_every_line_and_queries_return_the_same_after() {
-    let out = Command::new(example("archive"))
-        .args(["--lines", "20000", "--instances", "50", "--ingest", "5000", "--json"])
-        .output()
-        .expect("cargo test builds examples");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeds(Command::new(example("archive")).args([
+        "--lines",
+        "20000",
+        "--instances",
+        "50",
+        "--ingest",
+        "5000",
+        "--json",
+    ]));
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     assert_eq!(v["same_results"], true, "{v}");
     assert!(v["archive_files"].as_u64().unwrap() >= 1, "{v}");
@@ -96,16 +92,7 @@ fn archive_moves_every_line_and_queries_return_the_same_after() {
 
 #[test]
 fn embed_orchestrator_logs_through_tracing_and_prints_its_timeline() {
-    let out = Command::new(example("embed_orchestrator"))
-        .output()
-        .expect("cargo test builds examples");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeds(&mut Command::new(example("embed_orchestrator")));
     assert!(stdout.contains("17 events published, 17 stored, 0 dropped"), "{stdout}");
     for line in [
         "workflow   INFO  starting tasks=3",
