@@ -404,3 +404,51 @@ fn a_statement_past_the_time_limit_is_stopped_and_the_next_one_runs() {
     assert_eq!(next.rows, [[cdktr_log::sql::SqlValue::Int(42)]]);
     p.stop();
 }
+
+#[test]
+fn tail_n_reads_the_last_lines_from_the_archive_then_follows_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let seeded = seed(&db, 200);
+    let p = start(&db, &[("CDKTR_HOT_RETENTION", "7d")]);
+    wait_until_all_archived(&p);
+    let mut tail = p
+        .cli_command(&["tail", "-i", "etl-3", "-n", "5", "-o", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = tail.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let payload = |l: String| -> String {
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        v["payload"].as_str().unwrap().to_owned()
+    };
+    let mut want: Vec<&LogMessage> = seeded.iter().filter(|m| m.workflow_instance_id == "etl-3").collect();
+    want.sort_by_key(|m| m.timestamp_ms);
+    let last5: Vec<String> = want[want.len() - 5..].iter().map(|m| m.payload.clone()).collect();
+    let got: Vec<String> = (0..5)
+        .map(|_| payload(rx.recv_timeout(WAIT).expect("five archived lines")))
+        .collect();
+    assert_eq!(got, last5, "the last five lines of etl-3, all archived");
+    // Then live lines, none repeated.
+    let publisher = LogPublisher::connect(&p.bus).unwrap();
+    let end = Instant::now() + WAIT;
+    let live = loop {
+        publisher.publish(line("etl-3", Level::Info, "live")).unwrap();
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            break payload(l);
+        }
+        assert!(Instant::now() < end, "no live line followed");
+    };
+    assert_eq!(live, "live");
+    tail.kill().unwrap();
+    tail.wait().unwrap();
+    p.stop();
+}
