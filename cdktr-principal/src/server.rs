@@ -175,7 +175,7 @@ fn snapshot(
     started: Instant,
 ) -> PrincipalStats {
     let (m, p) = (manager.stats(), persister.stats());
-    let (archive_files, archived_lines) = store.archive_totals();
+    let (archive_files, archived_lines, archive_failures) = store.archive_totals();
     PrincipalStats {
         received: m.received,
         forwarded: m.forwarded,
@@ -199,6 +199,7 @@ fn snapshot(
         free_space_bytes: p.free_space_bytes,
         archive_files,
         archived_lines,
+        archive_failures,
         live_agents: c.live_agents.load(Relaxed),
         heartbeats: c.heartbeats.load(Relaxed),
         crashed: c.crashed.load(Relaxed),

@@ -89,6 +89,8 @@ pub(crate) struct Shared {
     /// that must not wait (the API's Stats).
     pub(crate) archive_files: AtomicU64,
     pub(crate) archived_lines: AtomicU64,
+    /// Archiver passes that failed (logged; retried at the next check).
+    pub(crate) archive_failures: AtomicU64,
 }
 
 struct Handle {
@@ -383,6 +385,7 @@ impl Store {
                 next_file_no: AtomicU64::new(1),
                 archive_files: AtomicU64::new(0),
                 archived_lines: AtomicU64::new(0),
+                archive_failures: AtomicU64::new(0),
             }),
             conn: Mutex::new(Handle {
                 generation: 0,

@@ -284,6 +284,9 @@ pub struct PrincipalStats {
     /// Log lines in the archive now (moved out of DuckDB, not yet past
     /// the archive's retention).
     pub archived_lines: u64,
+    /// Archiver passes that failed (each logged with why; retried at the
+    /// next check).
+    pub archive_failures: u64,
     /// Agents whose heartbeats are current.
     pub live_agents: u64,
     /// Heartbeats received.

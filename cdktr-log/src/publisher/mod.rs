@@ -102,21 +102,19 @@ pub struct TaskContext {
 /// queue, and fails with [`Error::Closed`] once the publisher has shut down.
 #[derive(Clone)]
 pub struct TaskLogger {
-    tx: Sender<Command>,
+    handle: Handle,
     ctx: Arc<TaskContext>,
-    max_message_bytes: usize,
 }
 
-/// Publishes through a publisher's queue, as [`LogPublisher::publish`]
-/// does; fails with [`Error::Closed`] once the publisher has shut down.
-#[cfg(feature = "tracing")]
+/// Publishes a task's lines through a publisher's queue (the
+/// [`TaskLogger`]s' and the `tracing` layer's path); fails with
+/// [`Error::Closed`] once the publisher has shut down.
 #[derive(Clone)]
 pub(crate) struct Handle {
     tx: Sender<Command>,
     max_message_bytes: usize,
 }
 
-#[cfg(feature = "tracing")]
 impl Handle {
     /// As [`TaskLogger::log_at`]: the context is shared, not copied.
     pub fn publish(&self, ctx: Arc<TaskContext>, level: Level, timestamp_ms: i64, payload: String) -> Result<()> {
@@ -174,8 +172,8 @@ impl LogPublisher {
         send(&self.tx, Command::Publish(message))
     }
 
-    /// A handle on this publisher's queue for the `tracing` layer.
-    #[cfg(feature = "tracing")]
+    /// A handle on this publisher's queue for task loggers and the
+    /// `tracing` layer.
     pub(crate) fn handle(&self) -> Handle {
         Handle {
             tx: self.tx.clone(),
@@ -186,9 +184,8 @@ impl LogPublisher {
     /// A logger for one task's lines.
     pub fn task_logger(&self, ctx: TaskContext) -> TaskLogger {
         TaskLogger {
-            tx: self.tx.clone(),
+            handle: self.handle(),
             ctx: Arc::new(ctx),
-            max_message_bytes: self.max_message_bytes,
         }
     }
 
@@ -312,15 +309,8 @@ impl TaskLogger {
     /// [`Error::Oversize`] for a payload over the publisher's limit;
     /// [`Error::Closed`] if the publisher has shut down.
     pub fn log_at(&self, level: Level, timestamp_ms: i64, payload: impl Into<String>) -> Result<()> {
-        let payload = payload.into();
-        check_size(payload.len(), self.max_message_bytes)?;
-        let cmd = Command::Task {
-            ctx: self.ctx.clone(),
-            level,
-            timestamp_ms,
-            payload,
-        };
-        send(&self.tx, cmd)
+        self.handle
+            .publish(self.ctx.clone(), level, timestamp_ms, payload.into())
     }
 
     /// [`log`](Self::log) at TRACE.

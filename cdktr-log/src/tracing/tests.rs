@@ -15,16 +15,27 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A manager whose sink the test reads, and a layer publishing to it;
 /// runs `f` with the layer as the thread's subscriber, then shuts the
-/// publisher down and returns the lines and the report.
+/// publisher down (within its bound) and returns the lines that arrived
+/// (every one the publisher did not drop) and the report.
 fn run(build: impl FnOnce(LayerBuilder) -> LayerBuilder, f: impl FnOnce()) -> (Vec<LogMessage>, LayerReport) {
+    run_with(|p| p, build, f)
+}
+
+/// As [`run`], with the publisher built as `publisher` says.
+fn run_with(
+    publisher: impl FnOnce(crate::PublisherBuilder) -> crate::PublisherBuilder,
+    build: impl FnOnce(LayerBuilder) -> LayerBuilder,
+    f: impl FnOnce(),
+) -> (Vec<LogMessage>, LayerReport) {
     let (sink, rx) = crossbeam_channel::unbounded();
     let manager = LogManager::builder(&any_ports()).sink(sink).start().unwrap();
-    let publisher = LogPublisher::connect(manager.config()).unwrap();
+    let publisher = publisher(LogPublisher::builder(manager.config())).start().unwrap();
     let (layer, guard) = build(super::layer(publisher)).build();
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
-    let published = guard.stats().published;
+    let started = std::time::Instant::now();
     let report = guard.shutdown().unwrap();
-    let lines = take(&rx, published as usize);
+    assert!(started.elapsed() < WAIT, "shutdown is bounded");
+    let lines = take(&rx, (report.layer.published - report.publisher.dropped) as usize);
     manager.shutdown().unwrap();
     (lines, report)
 }
@@ -178,24 +189,19 @@ fn fields_are_written_like_logfmt_after_the_message() {
 
 #[test]
 fn an_oversize_payload_is_counted_not_published_and_never_panics() {
-    let (sink, rx) = crossbeam_channel::unbounded();
-    let manager = LogManager::builder(&any_ports()).sink(sink).start().unwrap();
-    let publisher = LogPublisher::builder(manager.config())
-        .max_message_bytes(512)
-        .start()
-        .unwrap();
-    let (layer, guard) = super::layer(publisher).build();
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        let span = tracing::info_span!("w", workflow_id = "etl");
-        let _in = span.enter();
-        tracing::info!("{}", "x".repeat(1000));
-        tracing::info!("small");
-    });
-    let report = guard.shutdown().unwrap();
+    let (lines, report) = run_with(
+        |p| p.max_message_bytes(512),
+        |b| b,
+        || {
+            let span = tracing::info_span!("w", workflow_id = "etl");
+            let _in = span.enter();
+            tracing::info!("{}", "x".repeat(1000));
+            tracing::info!("small");
+        },
+    );
     assert_eq!((report.layer.oversize, report.layer.published), (1, 1));
     assert!(report.lost_any());
-    assert_eq!(take(&rx, 1)[0].payload, "small");
-    manager.shutdown().unwrap();
+    assert_eq!(lines[0].payload, "small");
 }
 
 #[test]
@@ -220,31 +226,23 @@ fn the_guard_delivers_what_is_queued_and_reports_drops() {
 
     // Lines the publisher drops (here: a payload under its limit whose
     // encoded message is over it) are in the report, exactly.
-    let (sink, rx) = crossbeam_channel::unbounded();
-    let manager = LogManager::builder(&any_ports()).sink(sink).start().unwrap();
-    let publisher = LogPublisher::builder(manager.config())
-        .max_message_bytes(200)
-        .start()
-        .unwrap();
-    let (layer, guard) = super::layer(publisher).build();
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        let span = tracing::info_span!("w", workflow_id = "etl");
-        let _in = span.enter();
-        for i in 0..15 {
-            let payload = if i % 3 == 0 {
-                "small".to_string()
-            } else {
-                "y".repeat(190)
-            };
-            tracing::info!("{payload}");
-        }
-    });
-    let started = std::time::Instant::now();
-    let report = guard.shutdown().unwrap();
-    assert!(started.elapsed() < WAIT);
+    let (lines, report) = run_with(
+        |p| p.max_message_bytes(200),
+        |b| b,
+        || {
+            let span = tracing::info_span!("w", workflow_id = "etl");
+            let _in = span.enter();
+            for i in 0..15 {
+                let payload = if i % 3 == 0 {
+                    "small".to_string()
+                } else {
+                    "y".repeat(190)
+                };
+                tracing::info!("{payload}");
+            }
+        },
+    );
     assert_eq!(report.layer.published, 15);
     assert_eq!(report.publisher.dropped, 10, "{report:?}");
-    assert_eq!(take(&rx, 5).iter().filter(|l| l.payload == "small").count(), 5);
-    manager.shutdown().unwrap();
-    assert!(report.lost_any());
+    assert_eq!(lines.iter().filter(|l| l.payload == "small").count(), 5);
 }

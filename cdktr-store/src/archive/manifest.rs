@@ -215,19 +215,13 @@ pub(crate) fn remove_if_empty(dir: &Path) {
     }
 }
 
-/// The UTC day of a time, `YYYY-MM-DD` (proleptic Gregorian).
+/// The UTC day of a time, `YYYY-MM-DD`.
 pub(crate) fn day_of(ms: i64) -> String {
-    // Howard Hinnant's days-to-civil.
-    let z = ms.div_euclid(86_400_000) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) => t.format("%Y-%m-%d").to_string(),
+        // Beyond chrono's range (±262,000 years): no day a log line has.
+        None => format!("out-of-range-{}", ms.div_euclid(86_400_000)),
+    }
 }
 
 #[cfg(test)]

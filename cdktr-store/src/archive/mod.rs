@@ -193,6 +193,7 @@ impl Archiver {
                         }
                         Err(e) => {
                             s.failures += 1;
+                            store.shared.archive_failures.fetch_add(1, SeqCst);
                             log::error!("archive: pass failed, retrying in {:?}: {e}", config.check_every);
                         }
                     }
@@ -326,12 +327,13 @@ impl Store {
         self.shared.archived_lines.store(lines, SeqCst);
     }
 
-    /// Files in the archive and lines in them, now (without waiting on
-    /// the archive's lock).
-    pub fn archive_totals(&self) -> (u64, u64) {
+    /// Files in the archive, lines in them, and archiver passes that
+    /// failed, now (without waiting on the archive's lock).
+    pub fn archive_totals(&self) -> (u64, u64, u64) {
         (
             self.shared.archive_files.load(SeqCst),
             self.shared.archived_lines.load(SeqCst),
+            self.shared.archive_failures.load(SeqCst),
         )
     }
 }

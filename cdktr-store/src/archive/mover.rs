@@ -236,10 +236,19 @@ fn move_chunk(store: &Store, config: &ArchiveConfig, cutoff: i64) -> Result<Opti
         }
     })?;
     config.failpoint(Failpoint::Committed);
-    std::fs::rename(&tmp_path, &final_path).map_err(io(&tmp_path))?;
-    sync_dir(&day_dir)?;
+    // The lines are the file's now: if the rename fails, readers read the
+    // synced `.tmp` until the next start renames it; the pass fails
+    // (counted, logged) rather than leave the lines unread.
+    let mut file = file;
+    let renamed = std::fs::rename(&tmp_path, &final_path)
+        .map_err(io(&tmp_path))
+        .and_then(|()| sync_dir(&day_dir));
+    if renamed.is_err() && !final_path.exists() {
+        file.path.push_str(TMP_SUFFIX);
+    }
     state.files.insert(file.file_no, file);
     store.archive_changed(&mut state);
+    renamed?;
     drop(state);
     drop(conn);
     log::debug!("archive: moved {lines} lines to {}", final_path.display());
