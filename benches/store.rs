@@ -3,8 +3,9 @@
 //! `cargo bench --bench store`
 //!
 //! - `ingest`: lines handed to a `Persister` (as the log manager does) until
-//!   they are in DuckDB, in memory and in a file; the ceiling is the DuckDB
-//!   Appender writing the same rows, row by row, in one transaction.
+//!   they are in DuckDB, in memory and in a file; the ceilings are DuckDB's
+//!   Appender writing the same rows (all of `logstore`'s columns) in one
+//!   transaction, row by row and as Arrow record batches.
 //! - `query`: QueryLogs on a 10,000,000-row file (one instance; one
 //!   workflow's last hour; all ERROR lines; a payload substring).
 //! - `status`: status queries on 1,000,000 status rows.
@@ -13,12 +14,13 @@
 //! the target directory (`cdktr-bench/store-10m.db`).
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cdktr_logs::store::{LevelFilter, LogQuery, Persister, PersisterConfig, RecentWorkflows, Store};
 use cdktr_logs::{Envelope, Level, LogMessage};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+mod common;
 
 const ROWS: i64 = 10_000_000;
 const INSTANCES: i64 = 10_000;
@@ -43,13 +45,6 @@ fn line(i: usize) -> LogMessage {
         },
         payload: format!("extracted {i} rows from orders; next batch starts at id 7,340,112 (1.23 s)"),
     }
-}
-
-fn bench_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
-    let dir = target.join("cdktr-bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn ingest(c: &mut Criterion) {
@@ -88,74 +83,103 @@ fn ingest(c: &mut Criterion) {
                 total
             })
         });
-        g.bench_function(format!("ceiling: appender, {place}"), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let dir = tempfile::tempdir().unwrap();
-                    let path = dir.path().join("ceiling.db");
-                    drop(Store::open(&path).unwrap());
-                    let mut conn = if on_disk {
-                        duckdb::Connection::open(&path).unwrap()
-                    } else {
-                        let conn = duckdb::Connection::open_in_memory().unwrap();
-                        conn.execute_batch(
-                            "CREATE TABLE logstore (workflow_id VARCHAR, workflow_name VARCHAR, \
-                             workflow_instance_id VARCHAR, task_name VARCHAR, task_instance_id VARCHAR, \
-                             timestamp_ms BIGINT, level VARCHAR, payload VARCHAR)",
-                        )
-                        .unwrap();
-                        conn
-                    };
-                    let start = Instant::now();
-                    let tx = conn.transaction().unwrap();
-                    {
-                        let mut app = tx.appender("logstore").unwrap();
-                        for m in &lines {
-                            app.append_row(duckdb::params![
-                                m.workflow_id,
-                                m.workflow_name,
-                                m.workflow_instance_id,
-                                m.task_name,
-                                m.task_instance_id,
-                                m.timestamp_ms,
-                                m.level.as_str(),
-                                m.payload,
-                            ])
-                            .unwrap();
+        for arrow in [false, true] {
+            let how = if arrow { "arrow batches" } else { "row by row" };
+            g.bench_function(format!("ceiling: appender, {how}, {place}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let dir = tempfile::tempdir().unwrap();
+                        let mut conn = ceiling_connection(on_disk, &dir);
+                        let start = Instant::now();
+                        let tx = conn.transaction().unwrap();
+                        {
+                            let mut app = tx.appender("logstore").unwrap();
+                            if arrow {
+                                app.append_record_batch(record_batch(&lines)).unwrap();
+                            } else {
+                                for (i, m) in lines.iter().enumerate() {
+                                    app.append_row(duckdb::params![
+                                        m.workflow_id,
+                                        m.workflow_name,
+                                        m.workflow_instance_id,
+                                        m.task_name,
+                                        m.task_instance_id,
+                                        m.timestamp_ms,
+                                        m.level.as_str(),
+                                        m.payload,
+                                        1u32,
+                                        i as u64 + 1,
+                                        i as u64,
+                                    ])
+                                    .unwrap();
+                                }
+                            }
+                            app.flush().unwrap();
                         }
-                        app.flush().unwrap();
+                        tx.commit().unwrap();
+                        total += start.elapsed();
                     }
-                    tx.commit().unwrap();
-                    total += start.elapsed();
-                }
-                total
-            })
-        });
+                    total
+                })
+            });
+        }
     }
     g.finish();
 }
 
+/// A bare DuckDB connection to a `logstore` table as the store makes it.
+fn ceiling_connection(on_disk: bool, dir: &tempfile::TempDir) -> duckdb::Connection {
+    if on_disk {
+        let path = dir.path().join("ceiling.db");
+        drop(Store::open(&path).unwrap());
+        return duckdb::Connection::open(&path).unwrap();
+    }
+    let conn = duckdb::Connection::open_in_memory().unwrap();
+    conn.execute_batch(
+        "CREATE TABLE logstore (workflow_id VARCHAR NOT NULL, workflow_name VARCHAR NOT NULL, \
+         workflow_instance_id VARCHAR NOT NULL, task_name VARCHAR NOT NULL, task_instance_id VARCHAR NOT NULL, \
+         timestamp_ms BIGINT NOT NULL, level VARCHAR NOT NULL, payload VARCHAR NOT NULL, \
+         publisher_key UINTEGER, seq UBIGINT, line_id UBIGINT)",
+    )
+    .unwrap();
+    conn
+}
+
+/// The lines as Arrow columns in the table's order, as the persister
+/// appends them.
+fn record_batch(lines: &[LogMessage]) -> duckdb::arrow::array::RecordBatch {
+    use duckdb::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, UInt32Array, UInt64Array};
+    use std::sync::Arc;
+    let text = |f: fn(&LogMessage) -> &str| Arc::new(StringArray::from_iter_values(lines.iter().map(f))) as ArrayRef;
+    let n = lines.len() as u64;
+    RecordBatch::try_from_iter([
+        ("workflow_id", text(|m| &m.workflow_id)),
+        ("workflow_name", text(|m| &m.workflow_name)),
+        ("workflow_instance_id", text(|m| &m.workflow_instance_id)),
+        ("task_name", text(|m| &m.task_name)),
+        ("task_instance_id", text(|m| &m.task_instance_id)),
+        (
+            "timestamp_ms",
+            Arc::new(Int64Array::from_iter_values(lines.iter().map(|m| m.timestamp_ms))) as ArrayRef,
+        ),
+        ("level", text(|m| m.level.as_str())),
+        ("payload", text(|m| &m.payload)),
+        (
+            "publisher_key",
+            Arc::new(UInt32Array::from_iter_values((0..n).map(|_| 1))) as ArrayRef,
+        ),
+        ("seq", Arc::new(UInt64Array::from_iter_values(1..=n)) as ArrayRef),
+        ("line_id", Arc::new(UInt64Array::from_iter_values(0..n)) as ArrayRef),
+    ])
+    .unwrap()
+}
+
 /// The 10M-row file, made once.
 fn big_store() -> Store {
-    let path = bench_dir().join("store-10m.db");
-    if let Ok(store) = Store::open(&path) {
-        let all = LogQuery {
-            start_ms: Some(0),
-            ..LogQuery::default()
-        };
-        if store.count_logs(&all).unwrap_or(0) == ROWS as u64 {
-            return store;
-        }
-    }
-    let _ = std::fs::remove_file(&path);
-    let _ = std::fs::remove_file(path.with_extension("db.wal"));
-    eprintln!("generating {ROWS} rows in {} (once)", path.display());
-    drop(Store::open(&path).unwrap());
-    let conn = duckdb::Connection::open(&path).unwrap();
     // Instances run one after another, 1,000 lines each; 1 line in 100 is
     // an ERROR; 1 in 1,000 mentions a timeout.
-    conn.execute_batch(&format!(
+    let lines = format!(
         "INSERT INTO logstore SELECT \
              'wf-' || ((i // 1000) % {WORKFLOWS}), 'Bench workflow', \
              'wf-' || ((i // 1000) % {WORKFLOWS}) || '-inst-' || (i // 1000), \
@@ -163,20 +187,21 @@ fn big_store() -> Store {
              {T0} + i * {STEP_MS}, \
              CASE WHEN i % 100 = 0 THEN 'ERROR' WHEN i % 10 = 0 THEN 'WARN' ELSE 'INFO' END, \
              CASE WHEN i % 1000 = 500 THEN 'request timeout after 30 s on batch ' || i \
-                  ELSE 'processed batch ' || i || ' with ' || (i % 977) || ' rows in ' || (i % 89) || ' ms' END \
+                  ELSE 'processed batch ' || i || ' with ' || (i % 977) || ' rows in ' || (i % 89) || ' ms' END, \
+             NULL, NULL, i::UBIGINT \
          FROM range({ROWS}) t(i)"
-    ))
-    .unwrap();
-    conn.execute_batch(&format!(
-        "INSERT INTO workflow_run_status SELECT 'wf-' || (i % {WORKFLOWS}), 'st-' || i, s.status::run_status, {T0} + i * 1000 + s.n \
+    );
+    let statuses = format!("INSERT INTO workflow_run_status SELECT 'wf-' || (i % {WORKFLOWS}), 'st-' || i, s.status::run_status, {T0} + i * 1000 + s.n \
          FROM range({STATUS_INSTANCES}) t(i), (VALUES (0, 'PENDING'), (1, 'RUNNING'), (2, 'COMPLETED')) s(n, status); \
          INSERT INTO task_run_status SELECT 'task-' || j, 'st-' || i || '-' || j, 'st-' || i, s.status::run_status, {T0} + i * 1000 + 10 * j + s.n \
          FROM range({STATUS_INSTANCES}) t(i), range(2) u(j), (VALUES (0, 'RUNNING'), (1, 'COMPLETED')) s(n, status); \
-         CHECKPOINT;"
+         CHECKPOINT;");
+    Store::open(common::generated_file(
+        "store-10m.db",
+        ROWS as u64,
+        &format!("{lines}; {statuses}"),
     ))
-    .unwrap();
-    drop(conn);
-    Store::open(&path).unwrap()
+    .unwrap()
 }
 
 fn query(c: &mut Criterion) {

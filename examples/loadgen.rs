@@ -20,7 +20,7 @@
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use cdktr_logs::{ApiClient, ApiConfig, BusConfig, Level, LogMessage, LogPublisher, LogQuery, LogSubscriber};
@@ -100,6 +100,9 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// How far ahead of its time a line may be published at a set rate.
+const PACE: Duration = Duration::from_millis(1);
+
 struct Plan {
     publishers: usize,
     rate: u64,
@@ -141,17 +144,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let sent = Arc::new(AtomicU64::new(0));
     let before = api.stats()?;
-    let start = Instant::now();
-    let deadline = start + plan.duration;
+    // Every publisher connects, then all start together: the principal's
+    // memory in between is what the connections cost.
+    let connected = Arc::new(Barrier::new(plan.publishers + 1));
+    let go = Arc::new(Barrier::new(plan.publishers + 1));
     let threads: Vec<_> = (0..plan.publishers)
         .map(|p| {
             let (bus, api_config, workflow_id, sent) =
                 (bus.clone(), api_config.clone(), workflow_id.clone(), sent.clone());
+            let (connected, go) = (connected.clone(), go.clone());
             let per_publisher_rate = plan.rate as f64 / plan.publishers as f64;
             let quota = plan
                 .messages
                 .map(|n| n / plan.publishers as u64 + u64::from((p as u64) < n % plan.publishers as u64));
-            let (payload, acknowledged) = (plan.payload, plan.acknowledged);
+            let (payload, acknowledged, duration) = (plan.payload, plan.acknowledged, plan.duration);
             std::thread::spawn(
                 move || -> Result<cdktr_logs::bus::PublisherStats, cdktr_logs::bus::Error> {
                     let mut builder = LogPublisher::builder(&bus).shutdown_timeout(Duration::from_secs(600));
@@ -160,7 +166,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             .acknowledged_by(&api_config)
                             .spool_dir(std::env::temp_dir().join("cdktr-loadgen-spool"));
                     }
-                    let publisher = builder.start()?;
+                    // Past both barriers even when it fails, so no one waits for it.
+                    let publisher = builder.start();
+                    connected.wait();
+                    go.wait();
+                    let publisher = publisher?;
                     let template = line(&workflow_id, p, "lg", 0, 0);
                     let log = publisher.task_logger(cdktr_logs::TaskContext {
                         workflow_id: template.workflow_id,
@@ -170,6 +180,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         task_instance_id: template.task_instance_id,
                     });
                     let pad = "x".repeat(payload);
+                    let deadline = Instant::now() + duration;
                     let begun = Instant::now();
                     let mut i = 0u64;
                     loop {
@@ -179,7 +190,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         if per_publisher_rate > 0.0 {
                             let due = begun + Duration::from_secs_f64(i as f64 / per_publisher_rate);
                             let now = Instant::now();
-                            if due > now {
+                            // Lines due within PACE go now: one sleep per
+                            // PACE, not per line (at 100k lines/s a sleep
+                            // per line took most of a core in system time).
+                            if due > now + PACE {
                                 std::thread::sleep(due - now);
                             }
                         }
@@ -199,6 +213,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
         })
         .collect();
+    connected.wait();
+    let rss_connected = connections_settled(&mut api, before.connections + plan.publishers as u64)?;
+    let start = Instant::now();
+    go.wait();
 
     let progress = std::io::stderr().is_terminal();
     let mut last = (Instant::now(), 0u64);
@@ -247,6 +265,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         latencies[i] as f64 / 1000.0
     };
     let rate = stored as f64 / took.as_secs_f64();
+    let payload_mb_s = rate * plan.payload as f64 / 1e6;
+    let cpu_s = stats.cpu_ms.saturating_sub(before.cpu_ms) as f64 / 1000.0;
+    let per_connection = rss_connected.saturating_sub(before.rss_bytes) / plan.publishers as u64;
     if m.get_flag("json") {
         let v = serde_json::json!({
             "workflow_id": workflow_id, "publishers": plan.publishers, "target_rate": plan.rate,
@@ -255,13 +276,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "sustained_per_s": rate, "latency_samples": latencies.len(),
             "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "p999": pct(0.999),
                            "max": latencies.last().map_or(f64::NAN, |&l| l as f64 / 1000.0)},
+            "payload_mb_per_s": payload_mb_s,
             "principal_peak_rss_bytes": stats.peak_rss_bytes,
+            "principal_cpu_seconds": cpu_s,
+            "principal_cores_used": cpu_s / took.as_secs_f64(),
+            "lines_per_principal_core_s": if cpu_s > 0.0 { stored as f64 / cpu_s } else { f64::NAN },
+            "principal_rss_per_connection_bytes": per_connection,
+            "store_waited_ms": stats.store_waited_ms.saturating_sub(before.store_waited_ms),
+            "slowest_write_ms": stats.slowest_write_ms,
         });
         println!("{v}");
     } else {
         println!(
             "{} publishers{}: sent {sent}, stored {stored}, dropped {dropped}, {rate:.0} msgs/s sustained over {:.2}s; \
-             latency p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms ({} samples); principal peak RSS {} MiB",
+             {payload_mb_s:.1} MB/s of payload; latency p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms ({} samples); \
+             principal: peak RSS {} MiB, {:.2} cores, {:.0} lines/s per core, {} KiB per connection",
             plan.publishers,
             if plan.acknowledged { " (acknowledged)" } else { " (best effort)" },
             took.as_secs_f64(),
@@ -269,7 +298,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pct(0.99),
             pct(0.999),
             latencies.len(),
-            stats.peak_rss_bytes >> 20
+            stats.peak_rss_bytes >> 20,
+            cpu_s / took.as_secs_f64(),
+            stored as f64 / cpu_s,
+            per_connection >> 10
         );
     }
     if stored != sent {
@@ -280,6 +312,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     Ok(())
+}
+
+/// Waits (at most 10 s) until the principal counts `n` connections to its
+/// log port, then returns its resident memory.
+fn connections_settled(api: &mut ApiClient, n: u64) -> Result<u64, Box<dyn std::error::Error>> {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = api.stats()?;
+        if s.connections >= n || Instant::now() >= end {
+            return Ok(s.rss_bytes);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 type Latencies = std::thread::JoinHandle<Vec<u32>>;

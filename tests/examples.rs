@@ -70,6 +70,10 @@ fn loadgen_runs_against_a_principal_and_counts_what_is_stored() {
     );
     assert!(v["latency_samples"].as_u64().unwrap() > 0, "{v}");
     assert!(v["principal_peak_rss_bytes"].as_u64().unwrap() > 0, "{v}");
+    // The principal runs in this process: its CPU time is this process's.
+    assert!(v["principal_cpu_seconds"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["lines_per_principal_core_s"].as_f64().unwrap() > 0.0, "{v}");
+    assert!(v["payload_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
     principal.shutdown().unwrap();
 }
 

@@ -189,6 +189,8 @@ fn snapshot(
         shed: p.shed,
         failed_flushes: p.failed_flushes,
         batches: p.batches,
+        slowest_write_ms: p.slowest_flush.as_millis() as u64,
+        store_waited_ms: m.sink_blocked.as_millis() as u64,
         reopened: p.reopened,
         connections: m.connections,
         disconnects: m.disconnects,
@@ -208,7 +210,21 @@ fn snapshot(
         uptime_ms: started.elapsed().as_millis() as u64,
         rss_bytes: proc_status_kb("VmRSS:") * 1024,
         peak_rss_bytes: proc_status_kb("VmHWM:") * 1024,
+        cpu_ms: cpu_ms(),
     }
+}
+
+/// User and system CPU time of the whole process, in ms.
+fn cpu_ms() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a `rusage` into the pointer it is given.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return 0;
+    }
+    // SAFETY: it succeeded, so the struct is written.
+    let u = unsafe { usage.assume_init() };
+    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+    ms(u.ru_utime) + ms(u.ru_stime)
 }
 
 /// A field of `/proc/self/status`, in kB; 0 where there is none.

@@ -260,6 +260,13 @@ pub struct PrincipalStats {
     pub failed_flushes: u64,
     /// Batch writes that succeeded.
     pub batches: u64,
+    /// The longest a batch write has taken, in ms (DuckDB checkpoints
+    /// included).
+    pub slowest_write_ms: u64,
+    /// How long, in all, the log manager waited for the store to take lines
+    /// (its queue full), in ms: meanwhile lines wait at the publishers, and
+    /// the live stream waits too.
+    pub store_waited_ms: u64,
     /// Times the database was opened again after DuckDB invalidated it.
     pub reopened: u64,
     /// Writes are paused: the database's filesystem is under the free
@@ -303,6 +310,10 @@ pub struct PrincipalStats {
     pub rss_bytes: u64,
     /// The most resident memory the principal has used, in bytes.
     pub peak_rss_bytes: u64,
+    /// CPU time the principal has used, user and system, in ms (0 where
+    /// unknown): over an interval, with the lines persisted, what a line
+    /// costs a core.
+    pub cpu_ms: u64,
 }
 
 /// A reply from the principal. On the wire: a map whose `"reply"` is the

@@ -1,7 +1,9 @@
 //! Batches the log stream into DuckDB.
 
+mod columns;
 mod space;
 mod worker;
+mod writer;
 
 pub use space::{MinFreeSpace, ENV_MIN_FREE_SPACE};
 
@@ -9,7 +11,7 @@ use worker::Worker;
 
 mod publishers;
 
-use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -136,6 +138,8 @@ pub struct PersisterStats {
     pub free_space_bytes: u64,
     /// How long the last successful write took.
     pub last_flush: Duration,
+    /// The longest a successful write has taken.
+    pub slowest_flush: Duration,
 }
 
 /// Writes the log stream into the `logstore` table, in batches.
@@ -156,11 +160,18 @@ pub struct Persister {
     ctrl: Sender<Ctrl>,
     counters: Arc<StatsCell<PersisterStats>>,
     written: Marks,
+    /// Writes still to fail on purpose (tests; set before the next write
+    /// starts, whatever is in the channels).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    failures: Arc<AtomicU32>,
     worker: Option<JoinHandle<Result<()>>>,
 }
 
+/// A map looked up once or twice per line: foldhash, not SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Each publisher's marks, as the API reports them.
-type Marks = Arc<Mutex<HashMap<String, Watermark>>>;
+type Marks = Arc<Mutex<std::collections::HashMap<String, Watermark>>>;
 
 /// How often the accepted marks are shared with [`Persister::watermark`].
 const SHARE_EVERY: Duration = Duration::from_millis(5);
@@ -170,8 +181,6 @@ enum Ctrl {
     Pin(Sender<Result<i64>>),
     FlushOlder(Duration, Sender<Result<()>>),
     Shutdown,
-    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
-    FailWrites(u32),
     FlushSoon,
     DeclareLost(String, u64, u64),
 }
@@ -204,15 +213,16 @@ impl Persister {
         let (ctrl, ctrl_rx) = bounded(16);
         let counters = Arc::new(StatsCell::default());
         let budget = Arc::new(ByteBudget::new(config.channel_bytes));
+        let failures = Arc::new(AtomicU32::new(0));
         let worker = Worker::new(
             store,
             (rx, budget.clone()),
             ctrl_rx,
             config,
             (marks, publishers, next_line),
-            counters.clone(),
+            (counters.clone(), failures.clone()),
             written.clone(),
-        );
+        )?;
         let worker = std::thread::Builder::new()
             .name("cdktr-persister".into())
             .spawn(move || worker.run())
@@ -223,6 +233,7 @@ impl Persister {
             ctrl,
             counters,
             written,
+            failures,
             worker: Some(worker),
         })
     }
@@ -319,7 +330,7 @@ impl Persister {
     /// For tests of the retry path (the `testing` feature).
     #[cfg(feature = "testing")]
     pub fn fail_next_writes(&self, n: u32) {
-        let _ = self.ctrl.send(Ctrl::FailWrites(n));
+        self.failures.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Takes what is in the input channel, writes everything pending

@@ -2,10 +2,9 @@
 //! per line and the `publisher` table holds each id once. A VARCHAR id on
 //! every line cost a quarter of the ingest rate (`docs/performance.md`).
 
-use std::collections::HashMap;
-
 use duckdb::Connection;
 
+use super::HashMap;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Default)]

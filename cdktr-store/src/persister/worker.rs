@@ -1,7 +1,7 @@
 //! The persister's thread: takes the stream off the channel, drops
 //! re-sends, and writes batches with each publisher's mark.
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,13 +9,14 @@ use cdktr_log::budget::{envelope_bytes, ByteBudget};
 use cdktr_log::stats::StatsCell;
 use cdktr_log::Envelope;
 use crossbeam_channel::{never, select, Receiver};
-use duckdb::{params, Connection};
+use duckdb::Connection;
 
 use super::publishers::Publishers;
 use super::space::{self, Space};
-use super::{Ctrl, Marks, PersisterConfig, PersisterStats, Watermark, SHARE_EVERY};
+use super::writer::{Batch, Writer, Written};
+use super::{Ctrl, HashMap, Marks, PersisterConfig, PersisterStats, Watermark, SHARE_EVERY};
 use crate::error::{Error, Result};
-use crate::store::{chrono_now_ms, Store};
+use crate::store::Store;
 
 pub(super) fn load_marks(conn: &Connection) -> Result<HashMap<String, u64>> {
     let read = || Error::db("reading publisher watermarks");
@@ -41,7 +42,9 @@ pub(super) fn next_line(conn: &Connection) -> Result<u64> {
 }
 
 pub(super) struct Worker {
-    store: Store,
+    writer: Writer,
+    /// The batch the writer has; taken back before the next is handed.
+    in_flight: Option<InFlight>,
     rx: Receiver<Envelope>,
     ctrl: Receiver<Ctrl>,
     config: PersisterConfig,
@@ -68,7 +71,26 @@ pub(super) struct Worker {
     /// The number the next stored line gets (`logstore.line_id`).
     next_line: u64,
     space: Space,
-    inject_failures: u32,
+    /// Writes still to fail on purpose (tests).
+    failures: Arc<AtomicU32>,
+    /// The interval came: batches are written until nothing is pending.
+    draining: bool,
+}
+
+/// How much of what is pending a write takes.
+enum Take {
+    /// A batch (`batch_size` lines or `batch_bytes`), the oldest first.
+    Batch,
+    /// Everything: a flush.
+    All,
+}
+
+/// What the worker knows of the batch the writer has.
+struct InFlight {
+    lines: usize,
+    bytes: usize,
+    /// When its oldest line was taken.
+    since: Option<Instant>,
 }
 
 impl Worker {
@@ -78,16 +100,17 @@ impl Worker {
         ctrl: Receiver<Ctrl>,
         config: PersisterConfig,
         (marks, publishers, next_line): (HashMap<String, u64>, Publishers, u64),
-        counters: Arc<StatsCell<PersisterStats>>,
+        (counters, failures): (Arc<StatsCell<PersisterStats>>, Arc<AtomicU32>),
         written: Marks,
-    ) -> Worker {
+    ) -> Result<Worker> {
         let db = match store.location() {
-            crate::Location::File(p) => Some(p.as_path()),
+            crate::Location::File(p) => Some(p.to_path_buf()),
             crate::Location::Memory => None,
         };
-        let space = Space::new(db, config.min_free_space);
-        Worker {
-            store,
+        let space = Space::new(db.as_deref(), config.min_free_space);
+        Ok(Worker {
+            writer: Writer::start(store)?,
+            in_flight: None,
             rx,
             ctrl,
             config,
@@ -106,17 +129,23 @@ impl Worker {
             failing: false,
             next_line,
             space,
-            inject_failures: 0,
-        }
+            failures,
+            draining: false,
+        })
     }
 
     pub fn run(mut self) -> Result<()> {
         let mut next_flush = Instant::now() + self.config.flush_interval;
         let (rx, ctrl, stalled) = (self.rx.clone(), self.ctrl.clone(), never());
+        let done = self.writer.done.clone();
         loop {
             // Memory stays bounded while writes fail: stop taking input.
             let input = if self.failing || !self.full() { &rx } else { &stalled };
-            let mut timeout = next_flush.saturating_duration_since(Instant::now());
+            // While a batch is with the writer, its return wakes us.
+            let mut timeout = match self.in_flight {
+                Some(_) => self.config.flush_interval,
+                None => next_flush.saturating_duration_since(Instant::now()),
+            };
             if self.dirty {
                 timeout = timeout.min(SHARE_EVERY);
             }
@@ -127,15 +156,25 @@ impl Worker {
                         // Take what else is waiting without a select each,
                         // a batch at most, so that timers are still seen.
                         for _ in 1..self.config.batch_size {
-                            // A full batch is written before more is taken
-                            // (while writes fail, input is shed instead).
-                            if !self.failing && (self.batch_ready() || self.full()) {
+                            // A full batch goes to the writer before more is
+                            // taken; while the writer has one, lines are taken
+                            // up to the limit (while writes fail, input is
+                            // shed instead).
+                            let write_now = self.batch_ready() && self.in_flight.is_none();
+                            if !self.failing && (write_now || self.full()) {
                                 break;
                             }
                             match rx.try_recv() {
                                 Ok(env) => self.accept(env),
                                 Err(_) => break,
                             }
+                        }
+                    }
+                }
+                recv(done) -> w => {
+                    if let Ok(w) = w {
+                        if let Err(e) = self.finish_write(w) {
+                            log::error!("persister: write failed, {} row(s) kept for retry: {e}", self.pending.len());
                         }
                     }
                 }
@@ -151,14 +190,14 @@ impl Worker {
                     }
                     Ok(Ctrl::FlushOlder(age, reply)) => {
                         self.take_waiting();
-                        if self.pending_since.is_some_and(|t| t.elapsed() >= age) {
+                        let oldest = self.in_flight.as_ref().and_then(|f| f.since).or(self.pending_since);
+                        if oldest.is_some_and(|t| t.elapsed() >= age) {
                             let _ = reply.send(self.flush());
                             next_flush = Instant::now() + self.config.flush_interval;
                         } else {
                             let _ = reply.send(Ok(()));
                         }
                     }
-                    Ok(Ctrl::FailWrites(n)) => self.inject_failures = n,
                     Ok(Ctrl::FlushSoon) => {
                         if !self.failing {
                             next_flush = Instant::now();
@@ -174,9 +213,14 @@ impl Worker {
                 default(timeout) => {}
             }
             let due = Instant::now() >= next_flush;
-            if due || (!self.failing && self.batch_ready()) {
+            let ready = due || self.draining || (!self.failing && self.batch_ready());
+            if self.in_flight.is_none() && ready {
+                // When due, everything pending is written, a batch at a time
+                // (after failed writes more than a batch may wait; one small
+                // transaction is likelier to fit on a filling disk).
+                self.draining = due || self.draining;
                 if !self.pending.is_empty() || !self.lost.is_empty() {
-                    match self.flush() {
+                    match self.start_write(Take::Batch) {
                         Ok(()) | Err(Error::SpaceLow { .. }) => {}
                         Err(e) => log::error!(
                             "persister: write failed, {} row(s) kept for retry: {e}",
@@ -197,9 +241,12 @@ impl Worker {
         }
     }
 
-    /// As much as the persister holds unwritten, in lines or bytes.
+    /// As much as the persister holds unwritten (the writer's batch
+    /// included), in lines or bytes.
     fn full(&self) -> bool {
-        self.pending.len() >= self.config.max_pending || self.pending_bytes >= self.config.max_pending_bytes
+        let (lines, bytes) = self.in_flight.as_ref().map_or((0, 0), |f| (f.lines, f.bytes));
+        self.pending.len() + lines >= self.config.max_pending
+            || self.pending_bytes + bytes >= self.config.max_pending_bytes
     }
 
     /// A batch to write, in lines or bytes.
@@ -319,23 +366,56 @@ impl Worker {
         Ok(self.next_line as i64 - 1)
     }
 
+    /// Writes everything pending now, after the batch the writer has.
     fn flush(&mut self) -> Result<()> {
+        // A failed batch is back in `pending`: written again with the rest.
+        let _ = self.wait_write();
         if self.pending.is_empty() && self.lost.is_empty() {
             return Ok(());
         }
+        self.start_write(Take::All)?;
+        self.wait_write()
+    }
+
+    /// Hands pending lines to the writer, with each publisher's new mark
+    /// and key.
+    fn start_write(&mut self, take: Take) -> Result<()> {
         if !self.space.room() {
             self.failing = true;
+            self.draining = false;
             self.publish_stats();
             return Err(Error::SpaceLow { free: self.space.free });
         }
-        let start = Instant::now();
+        let (lines, bytes) = match take {
+            Take::All => (
+                std::mem::take(&mut self.pending),
+                std::mem::take(&mut self.pending_bytes),
+            ),
+            Take::Batch => {
+                // The oldest lines, up to a batch in lines or bytes.
+                let (mut n, mut bytes) = (0, 0);
+                while n < self.pending.len() && n < self.config.batch_size && bytes < self.config.batch_bytes {
+                    bytes += envelope_bytes(&self.pending[n]);
+                    n += 1;
+                }
+                let rest = self.pending.split_off(n);
+                self.pending_bytes -= bytes;
+                (std::mem::replace(&mut self.pending, rest), bytes)
+            }
+        };
+        self.draining &= !self.pending.is_empty();
+        // Lines left behind count as old as the oldest taken.
+        let since = match self.pending.is_empty() {
+            true => self.pending_since.take(),
+            false => self.pending_since,
+        };
         // One pass, one lookup per line: each publisher's new mark, and
         // its key (looked up once per publisher per batch).
-        let mut marks: HashMap<&str, (u64, Option<u32>)> = HashMap::new();
-        let mut keys = Vec::with_capacity(self.pending.len());
+        let mut marks: HashMap<&str, (u64, Option<u32>)> = HashMap::default();
+        let mut keys = Vec::with_capacity(lines.len());
         let mut fresh = Vec::new();
         let publishers = &mut self.publishers;
-        for e in &self.pending {
+        for e in &lines {
             let (m, key) = marks.entry(&e.publisher_id).or_insert((0, None));
             *m = (*m).max(e.seq);
             keys.push(*key.get_or_insert_with(|| publishers.key(&e.publisher_id, &mut fresh)));
@@ -344,60 +424,92 @@ impl Worker {
             let (m, _) = marks.entry(publisher).or_insert((0, None));
             *m = (*m).max(*last);
         }
-        let result = if self.inject_failures > 0 {
-            self.inject_failures -= 1;
-            Err(Error::Db {
-                op: "writing a batch",
-                source: duckdb::Error::ToSqlConversionFailure("injected write failure".into()),
-            })
-        } else {
-            let batch = Batch {
-                lines: &self.pending,
-                first_line: self.next_line,
-                keys: &keys,
-                fresh: &fresh,
-                lost: &self.lost,
-                marks: &marks,
-            };
-            write_batch(&mut self.store.conn(), batch).map_err(Error::db("writing a batch"))
+        let marks = marks.into_iter().map(|(p, (seq, _))| (p.to_owned(), seq)).collect();
+        let fail = self.failures.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok();
+        let batch = Batch {
+            first_line: self.next_line,
+            keys,
+            fresh,
+            lost: std::mem::take(&mut self.lost),
+            marks,
+            since,
+            bytes,
+            fail,
+            lines,
         };
-        if result.is_err() {
-            self.publishers.forget(&fresh);
+        self.in_flight = Some(InFlight {
+            lines: batch.lines.len(),
+            bytes: batch.bytes,
+            since: batch.since,
+        });
+        if let Err(batch) = self.writer.write(batch) {
+            self.in_flight = None;
+            self.publishers.forget(&batch.fresh);
+            self.take_back(*batch);
+            self.failing = true;
+            return Err(Error::Closed);
         }
-        match result {
-            Ok(()) => {
+        Ok(())
+    }
+
+    /// Waits for the writer's batch, if it has one.
+    fn wait_write(&mut self) -> Result<()> {
+        if self.in_flight.is_none() {
+            return Ok(());
+        }
+        match self.writer.done.recv() {
+            Ok(w) => self.finish_write(w),
+            Err(_) => Err(Error::Closed),
+        }
+    }
+
+    /// Takes a batch back from the writer: its marks move on, or its lines
+    /// wait for the next write.
+    fn finish_write(&mut self, w: Written) -> Result<()> {
+        self.in_flight = None;
+        if w.reopened {
+            self.stats.reopened += 1;
+        }
+        let result = match w.result {
+            Ok(took) => {
+                let b = &w.batch;
                 let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-                for (publisher, (seq, _)) in marks {
-                    let w = written.entry(publisher.to_owned()).or_default();
-                    w.persisted = w.persisted.max(seq);
-                    w.accepted = w.accepted.max(seq);
+                for (publisher, seq) in &b.marks {
+                    let m = written.entry(publisher.clone()).or_default();
+                    m.persisted = m.persisted.max(*seq);
+                    m.accepted = m.accepted.max(*seq);
                 }
                 drop(written);
-                self.stats.persisted += self.pending.len() as u64;
-                self.next_line += self.pending.len() as u64;
+                self.stats.persisted += w.lines as u64;
+                self.next_line += w.lines as u64;
                 self.stats.batches += 1;
-                self.stats.last_flush = start.elapsed();
-                self.pending.clear();
-                self.pending_bytes = 0;
-                self.pending_since = None;
-                self.lost.clear();
+                self.stats.last_flush = took;
+                self.stats.slowest_flush = self.stats.slowest_flush.max(took);
                 self.failing = false;
+                Ok(())
             }
-            Err(_) => {
+            Err(e) => {
+                self.publishers.forget(&w.batch.fresh);
                 self.stats.failed_flushes += 1;
                 self.failing = true;
-                // After a fatal error DuckDB refuses everything until the
-                // file is opened again: do that here, rather than fail
-                // every retry until someone restarts the principal.
-                match self.store.recover() {
-                    Ok(true) => self.stats.reopened += 1,
-                    Ok(false) => {}
-                    Err(e) => log::error!("persister: the database is invalidated and cannot be reopened yet: {e}"),
-                }
+                // Retried when the interval comes again.
+                self.draining = false;
+                self.take_back(w.batch);
+                Err(e)
             }
-        }
+        };
         self.publish_stats();
         result
+    }
+
+    /// Puts a batch that was not written back before the lines taken since.
+    fn take_back(&mut self, mut b: Batch) {
+        b.lines.append(&mut self.pending);
+        self.pending = b.lines;
+        self.pending_bytes += b.bytes;
+        self.pending_since = b.since.or(self.pending_since);
+        b.lost.append(&mut self.lost);
+        self.lost = b.lost;
     }
 
     fn finish(mut self) -> Result<()> {
@@ -424,73 +536,9 @@ impl Worker {
     }
 
     fn publish_stats(&mut self) {
-        self.stats.pending = self.pending.len() as u64;
+        self.stats.pending = (self.pending.len() + self.in_flight.as_ref().map_or(0, |f| f.lines)) as u64;
         self.stats.space_low = self.space.low;
         self.stats.free_space_bytes = self.space.free;
         self.counters.publish(&self.stats);
     }
-}
-
-/// What one transaction writes.
-struct Batch<'a> {
-    lines: &'a [Envelope],
-    /// The first line's number; the others follow it.
-    first_line: u64,
-    /// Each line's publisher key.
-    keys: &'a [u32],
-    /// Publishers numbered for this batch.
-    fresh: &'a [(u32, String)],
-    lost: &'a [(String, u64, u64)],
-    /// Per publisher: its new mark (and its key, unused here).
-    marks: &'a HashMap<&'a str, (u64, Option<u32>)>,
-}
-
-/// Writes the batch and each publisher's new mark in one transaction.
-fn write_batch(conn: &mut Connection, b: Batch<'_>) -> duckdb::Result<()> {
-    let (lost, marks) = (b.lost, b.marks);
-    let tx = conn.transaction()?;
-    if !b.fresh.is_empty() {
-        let mut app = tx.appender("publisher")?;
-        for (key, id) in b.fresh {
-            app.append_row(params![*key, id])?;
-        }
-        app.flush()?;
-    }
-    {
-        let mut app = tx.appender("logstore")?;
-        for ((e, key), line_id) in b.lines.iter().zip(b.keys).zip(b.first_line..) {
-            let m = &e.message;
-            app.append_row(params![
-                m.workflow_id,
-                m.workflow_name,
-                m.workflow_instance_id,
-                m.task_name,
-                m.task_instance_id,
-                m.timestamp_ms,
-                m.level.as_str(),
-                m.payload,
-                *key,
-                e.seq,
-                line_id,
-            ])?;
-        }
-        // Dropping an appender flushes too, but throws the error away.
-        app.flush()?;
-    }
-    {
-        let now = chrono_now_ms();
-        let mut app = tx.appender("publisher_watermark")?;
-        for (publisher, (seq, _)) in marks {
-            app.append_row(params![*publisher, *seq, now])?;
-        }
-        app.flush()?;
-        if !lost.is_empty() {
-            let mut app = tx.appender("publisher_gap")?;
-            for (publisher, first, last) in lost {
-                app.append_row(params![publisher, *first, *last, now])?;
-            }
-            app.flush()?;
-        }
-    }
-    tx.commit()
 }

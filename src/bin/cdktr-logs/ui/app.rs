@@ -23,7 +23,7 @@ pub enum Msg {
     Mouse(MouseEvent),
     Resize,
     Runs(Vec<WorkflowRun>),
-    Stats(PrincipalStats),
+    Stats(Box<PrincipalStats>),
     Unreachable(String),
     Timeline(String, Vec<StatusChange>),
     Lines(String, Vec<LogMessage>),
@@ -122,7 +122,7 @@ impl App {
                 self.runs.loaded = true;
                 self.unreachable = None;
             }
-            Msg::Stats(s) => self.stats_in(s),
+            Msg::Stats(s) => self.stats_in(*s),
             Msg::Unreachable(why) => self.unreachable = Some(why),
             Msg::Timeline(instance, changes) => {
                 if let Screen::Run(r) = &mut self.screen {

@@ -330,11 +330,11 @@ fn an_unreachable_principal_shows_a_banner_until_it_answers() {
         s.contains("principal tcp://127.0.0.1:5561 unreachable — retrying: no answer within 2s"),
         "{s}"
     );
-    app.handle(Msg::Stats(PrincipalStats {
+    app.handle(Msg::Stats(Box::new(PrincipalStats {
         received: 42,
         persisted: 40,
         ..Default::default()
-    }));
+    })));
     let s = screen(&draw(&mut app, 100, 8));
     assert!(!s.contains("unreachable") && s.contains("received 42"), "{s}");
 }

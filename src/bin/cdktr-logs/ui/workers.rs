@@ -85,7 +85,7 @@ pub fn poller(
                 return false;
             }
         };
-        let _ = tx.try_send(Msg::Stats(stats));
+        let _ = tx.try_send(Msg::Stats(Box::new(stats)));
         let filter = RecentWorkflows {
             limit: 500,
             workflow_id: workflow.clone(),

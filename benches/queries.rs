@@ -1,0 +1,163 @@
+//! QueryLogs through the principal's API next to the same statement run
+//! straight on DuckDB: what the API adds to a query's own cost.
+//!
+//! `cargo bench --bench queries`
+//!
+//! The data is 10,000,000 lines over one day, written as real ingestion
+//! writes them: 500 workflow instances run at once (each of 1,000 lines, so
+//! an instance's lines are spread over 500,000 rows), 100 workflows, 8
+//! publishers, 1 line in 100 an ERROR, 1 in 1,000 mentioning a timeout. It
+//! is generated once (about a minute) into the target directory
+//! (`cdktr-bench/interleaved-10m.db`).
+//!
+//! For each query, `sql` is what a user would type into DuckDB for the same
+//! rows (same columns, order and limit; the result read as Arrow batches),
+//! on a connection with the principal's memory limit; `api` is
+//! `ApiClient::query_logs` against a principal on the same file: the
+//! request, the freshness check, the query, the page's encoding and the
+//! client's decoding. The ratio `api / sql` is the figure
+//! (`docs/performance.md`, "Queries at the cost of their SQL").
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use cdktr_logs::principal::Principal;
+use cdktr_logs::store::{LevelFilter, Location, LogQuery};
+use cdktr_logs::{ApiClient, ApiConfig, BusConfig, Level};
+use criterion::{criterion_group, criterion_main, Criterion};
+
+mod common;
+
+const ROWS: i64 = 10_000_000;
+/// Instances running at once.
+const CONCURRENT: i64 = 500;
+const LINES_PER_INSTANCE: i64 = 1_000;
+const WORKFLOWS: i64 = 100;
+const PUBLISHERS: i64 = 8;
+const T0: i64 = 1_795_000_000_000;
+/// One day in 10M lines: 8.64 ms apart.
+const SPAN_MS: i64 = 86_400_000;
+const MEMORY_LIMIT: &str = cdktr_logs::principal::DEFAULT_FILE_MEMORY_LIMIT;
+
+/// The file, made once.
+fn make_file() -> PathBuf {
+    // Row i belongs to instance slot i % CONCURRENT of generation
+    // i / (CONCURRENT * LINES_PER_INSTANCE).
+    let generation = CONCURRENT * LINES_PER_INSTANCE;
+    let sql = format!(
+        "INSERT INTO publisher SELECT k, 'agent-' || k FROM range(1, {PUBLISHERS} + 1) t(k);
+         INSERT INTO logstore SELECT
+             'wf-' || (inst % {WORKFLOWS}), 'Bench workflow',
+             'wf-' || (inst % {WORKFLOWS}) || '-inst-' || inst,
+             'task-' || (line % 7), 'task-' || (line % 7) || '-' || inst,
+             {T0} + i * {SPAN_MS} // {ROWS},
+             CASE WHEN i % 100 = 0 THEN 'ERROR' WHEN i % 10 = 0 THEN 'WARN' ELSE 'INFO' END,
+             CASE WHEN i % 1000 = 500 THEN 'request timeout after 30 s on batch ' || i
+                  ELSE 'processed batch ' || i || ' with ' || (i % 977) || ' rows in ' || (i % 89) || ' ms' END,
+             (i % {PUBLISHERS} + 1)::UINTEGER, (i // {PUBLISHERS} + 1)::UBIGINT, i::UBIGINT
+         FROM (SELECT i, (i // {generation}) * {CONCURRENT} + i % {CONCURRENT} AS inst,
+                      (i % {generation}) // {CONCURRENT} AS line
+               FROM range({ROWS}) t(i));
+         CHECKPOINT;"
+    );
+    common::generated_file("interleaved-10m.db", ROWS as u64, &sql)
+}
+
+const COLUMNS: &str =
+    "workflow_id, workflow_name, workflow_instance_id, task_name, task_instance_id, timestamp_ms, level, payload";
+
+/// Each case: its name, the query, and the statement a user would write.
+fn cases() -> Vec<(&'static str, LogQuery, String)> {
+    let everything = |q: LogQuery| LogQuery { start_ms: Some(0), ..q };
+    // An instance of the middle generation, in a middle slot.
+    let inst = ROWS / (CONCURRENT * LINES_PER_INSTANCE) / 2 * CONCURRENT + CONCURRENT / 2;
+    let instance = format!("wf-{}-inst-{inst}", inst % WORKFLOWS);
+    let last_hour = T0 + SPAN_MS - 3_600_000;
+    let sql = |filter: &str| {
+        format!("SELECT {COLUMNS} FROM logstore WHERE {filter} ORDER BY timestamp_ms, line_id LIMIT 1000")
+    };
+    vec![
+        (
+            "one instance",
+            everything(LogQuery {
+                workflow_instance_id: Some(instance.clone()),
+                ..LogQuery::default()
+            }),
+            sql(&format!("workflow_instance_id = '{instance}'")),
+        ),
+        (
+            "one workflow, last hour",
+            LogQuery {
+                start_ms: Some(last_hour),
+                workflow_id: Some("wf-42".into()),
+                ..LogQuery::default()
+            },
+            sql(&format!("timestamp_ms >= {last_hour} AND workflow_id = 'wf-42'")),
+        ),
+        (
+            "errors",
+            everything(LogQuery {
+                levels: Some(LevelFilter::AtLeast(Level::Error)),
+                ..LogQuery::default()
+            }),
+            sql("level = 'ERROR'"),
+        ),
+        (
+            "substring",
+            everything(LogQuery {
+                payload_contains: Some("timeout".into()),
+                ..LogQuery::default()
+            }),
+            sql("contains(payload, 'timeout')"),
+        ),
+    ]
+}
+
+fn api_vs_sql(c: &mut Criterion) {
+    let path = make_file();
+    let cases = cases();
+    let mut g = c.benchmark_group("api vs sql, 10M interleaved rows");
+    g.sample_size(20);
+    {
+        let conn = duckdb::Connection::open(&path).unwrap();
+        conn.execute_batch(&format!("SET memory_limit = '{MEMORY_LIMIT}'"))
+            .unwrap();
+        for (name, _, sql) in &cases {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let rows: usize = stmt.query_arrow([]).unwrap().map(|b| b.num_rows()).sum();
+            assert_eq!(rows, 1000, "{name}: {sql}");
+            g.bench_function(format!("{name}: sql"), |b| {
+                b.iter(|| {
+                    let batches: Vec<_> = stmt.query_arrow([]).unwrap().collect();
+                    black_box(batches)
+                })
+            });
+        }
+    }
+    let host = "127.0.0.1".to_string();
+    let principal = Principal::builder()
+        .bus(BusConfig {
+            host: host.clone(),
+            listening_port: 0,
+            publishing_port: 0,
+        })
+        .api(ApiConfig { host, port: 0 })
+        .database(Location::File(path.clone()))
+        .db_memory_limit(MEMORY_LIMIT)
+        .hot_retention(None)
+        .start()
+        .unwrap();
+    let mut client = ApiClient::connect(&principal.api_config()).unwrap();
+    for (name, q, _) in &cases {
+        assert_eq!(client.query_logs(q).unwrap().lines.len(), 1000, "{name}");
+        g.bench_function(format!("{name}: api"), |b| {
+            b.iter(|| black_box(client.query_logs(black_box(q)).unwrap()))
+        });
+    }
+    g.finish();
+    drop(client);
+    principal.shutdown().unwrap();
+}
+
+criterion_group!(benches, api_vs_sql);
+criterion_main!(benches);

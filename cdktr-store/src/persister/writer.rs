@@ -1,0 +1,183 @@
+//! The persister's writer thread: one batch at a time into DuckDB, while
+//! the persister's own thread keeps taking lines off the channel. A write
+//! that runs a DuckDB checkpoint takes hundreds of milliseconds; without
+//! this thread the channel filled meanwhile and the log manager, and with it
+//! the live stream, waited (`docs/performance.md`, "Second round").
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cdktr_log::Envelope;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use duckdb::{params, Connection};
+
+use super::columns;
+use crate::error::{Error, Result};
+use crate::store::{chrono_now_ms, Store};
+
+/// What one transaction writes: the lines, numbered from `first_line`, and
+/// each publisher's new mark.
+pub(super) struct Batch {
+    pub lines: Vec<Envelope>,
+    pub first_line: u64,
+    /// Each line's publisher key.
+    pub keys: Vec<u32>,
+    /// Publishers numbered for this batch.
+    pub fresh: Vec<(u32, String)>,
+    pub lost: Vec<(String, u64, u64)>,
+    /// Per publisher: its new mark.
+    pub marks: Vec<(String, u64)>,
+    /// When the oldest line was taken.
+    pub since: Option<Instant>,
+    /// Bytes of the lines.
+    pub bytes: usize,
+    /// Fail as if DuckDB had refused it (tests).
+    pub fail: bool,
+}
+
+/// A batch back from the writer; written, without its lines (freed on the
+/// writer's thread, not the receiving one).
+pub(super) struct Written {
+    pub batch: Batch,
+    /// Lines in the batch.
+    pub lines: usize,
+    /// How long the write took, or why it failed.
+    pub result: Result<Duration>,
+    /// DuckDB had invalidated the database and it was opened again.
+    pub reopened: bool,
+}
+
+/// The writer's end of the persister: hand a batch, take it back written.
+pub(super) struct Writer {
+    jobs: Option<Sender<Batch>>,
+    pub done: Receiver<Written>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    pub fn start(store: Store) -> Result<Writer> {
+        let (jobs, jobs_rx) = bounded::<Batch>(1);
+        let (done_tx, done) = bounded(1);
+        let thread = std::thread::Builder::new()
+            .name("cdktr-writer".into())
+            .spawn(move || {
+                lower_priority();
+                for batch in jobs_rx {
+                    if done_tx.send(write(&store, batch)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(Error::Spawn)?;
+        Ok(Writer {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands `batch` over (the writer takes one at a time: the caller has
+    /// taken the previous one back); gives it back if the writer is gone.
+    pub fn write(&self, batch: Batch) -> std::result::Result<(), Box<Batch>> {
+        match &self.jobs {
+            Some(jobs) => jobs.send(batch).map_err(|e| Box::new(e.0)),
+            None => Err(Box::new(batch)),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How much lower the writer's CPU priority is than the threads that
+/// receive and forward lines (a nice value).
+const NICE: i32 = 10;
+
+/// Lowers this thread's CPU priority: on a busy machine the live stream
+/// comes first and writes catch up in between (lines wait in the
+/// persister's bounded queue meanwhile, not at the publishers).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls on this thread's id; a failure changes
+    // nothing and is only logged.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if libc::setpriority(libc::PRIO_PROCESS, tid, now + NICE) != 0 {
+            log::debug!(
+                "persister: could not lower the writer's priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+fn write(store: &Store, mut batch: Batch) -> Written {
+    let start = Instant::now();
+    let lines = batch.lines.len();
+    let result = if batch.fail {
+        Err(Error::Db {
+            op: "writing a batch",
+            source: duckdb::Error::ToSqlConversionFailure("injected write failure".into()),
+        })
+    } else {
+        write_batch(&mut store.conn(), &batch).map_err(Error::db("writing a batch"))
+    };
+    let mut reopened = false;
+    if result.is_ok() {
+        batch.lines = Vec::new();
+    } else {
+        // After a fatal error DuckDB refuses everything until the file is
+        // opened again: do that here, rather than fail every retry until
+        // someone restarts the principal.
+        match store.recover() {
+            Ok(r) => reopened = r,
+            Err(e) => log::error!("persister: the database is invalidated and cannot be reopened yet: {e}"),
+        }
+    }
+    Written {
+        batch,
+        lines,
+        result: result.map(|()| start.elapsed()),
+        reopened,
+    }
+}
+
+/// Writes the batch and each publisher's new mark in one transaction.
+fn write_batch(conn: &mut Connection, b: &Batch) -> duckdb::Result<()> {
+    let tx = conn.transaction()?;
+    if !b.fresh.is_empty() {
+        let mut app = tx.appender("publisher")?;
+        for (key, id) in &b.fresh {
+            app.append_row(params![*key, id])?;
+        }
+        app.flush()?;
+    }
+    if !b.lines.is_empty() {
+        let mut app = tx.appender("logstore")?;
+        app.append_record_batch(columns::logstore(&b.lines, &b.keys, b.first_line)?)?;
+        // Dropping an appender flushes too, but throws the error away.
+        app.flush()?;
+    }
+    let now = chrono_now_ms();
+    let mut app = tx.appender("publisher_watermark")?;
+    for (publisher, seq) in &b.marks {
+        app.append_row(params![publisher, *seq, now])?;
+    }
+    app.flush()?;
+    if !b.lost.is_empty() {
+        let mut app = tx.appender("publisher_gap")?;
+        for (publisher, first, last) in &b.lost {
+            app.append_row(params![publisher, *first, *last, now])?;
+        }
+        app.flush()?;
+    }
+    drop(app);
+    tx.commit()
+}
