@@ -84,8 +84,8 @@ fn a_filling_disk_pauses_writes_with_a_warning_and_everything_is_stored_once_whe
     // threshold and the checkpoint fails, which invalidates the database
     // (measured: reopened 1). Either way no restart, every line once.
     // The disk holds every line sent once the filler goes: the persister
-    // takes up to 100,000 lines while a write runs, so up to ~300,000 lines
-    // are sent before the first failure shows; with their WAL and a
+    // takes lines while a write runs, so the first failure shows later and
+    // up to ~300,000 lines were sent before it; with their WAL and a
     // checkpoint's new blocks they did not always fit in 64 MiB.
     for (min_free, left) in [("8MiB", 20u64 << 20), ("0", 3 << 20), ("0", 24 << 20)] {
         let Some(disk) = SmallDisk::mount("128m") else {

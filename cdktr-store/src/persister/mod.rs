@@ -45,14 +45,16 @@ pub struct PersisterConfig {
     /// Capacity of the input channel (default 50,000). A full channel makes
     /// the log manager wait: that is the back-pressure.
     pub channel_capacity: usize,
-    /// Most messages held unwritten (default 100,000). Past it, while
+    /// Most messages held unwritten, the batch being written included
+    /// (default 40,000: two batches, so that lines are taken while one is
+    /// written; more raised peak memory past 256 MiB). Past it, while
     /// writes succeed, the persister stops taking input (back-pressure);
     /// while they fail, it keeps taking input so that the bus keeps flowing
     /// and sheds what it cannot hold: a replaying publisher re-sends it, a
     /// message from any other publisher is lost and counted in
     /// [`PersisterStats::shed`].
     pub max_pending: usize,
-    /// Most bytes of messages held unwritten (default 32 MiB); as
+    /// Most bytes of messages held unwritten (default 16 MiB); as
     /// `max_pending`, in bytes.
     pub max_pending_bytes: usize,
     /// How long [`Persister::shutdown`] keeps retrying a failing write
@@ -72,8 +74,8 @@ impl Default for PersisterConfig {
             batch_bytes: 8 << 20,
             channel_bytes: 16 << 20,
             channel_capacity: 50_000,
-            max_pending: 100_000,
-            max_pending_bytes: 32 << 20,
+            max_pending: 40_000,
+            max_pending_bytes: 16 << 20,
             shutdown_timeout: Duration::from_secs(10),
             min_free_space: MinFreeSpace::Auto,
         }
