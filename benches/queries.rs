@@ -15,14 +15,16 @@
 //! on a connection with the principal's memory limit; `api` is
 //! `ApiClient::query_logs` against a principal on the same file: the
 //! request, the freshness check, the query, the page's encoding and the
-//! client's decoding. The ratio `api / sql` is the figure
+//! client's decoding; `store` is `Store::query_page`, the store's part of
+//! it. The ratio `api / sql` is the figure
 //! (`docs/performance.md`, "Queries at the cost of their SQL").
 
 use std::hint::black_box;
 use std::path::PathBuf;
 
+use cdktr_logs::api::MAX_PAGE_BYTES;
 use cdktr_logs::principal::Principal;
-use cdktr_logs::store::{LevelFilter, Location, LogQuery};
+use cdktr_logs::store::{LevelFilter, Location, LogQuery, Store};
 use cdktr_logs::{ApiClient, ApiConfig, BusConfig, Level};
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -131,6 +133,25 @@ fn api_vs_sql(c: &mut Criterion) {
                     let batches: Vec<_> = stmt.query_arrow([]).unwrap().collect();
                     black_box(batches)
                 })
+            });
+        }
+    }
+    {
+        // The store's own query, without the API around it.
+        let store = Store::open(&path).unwrap();
+        store.set_memory_limit(MEMORY_LIMIT).unwrap();
+        for (name, q, _) in &cases {
+            let q = LogQuery {
+                limit: Some(1000),
+                ..q.clone()
+            };
+            assert_eq!(
+                store.query_page(&q, MAX_PAGE_BYTES).unwrap().lines.len(),
+                1000,
+                "{name}"
+            );
+            g.bench_function(format!("{name}: store"), |b| {
+                b.iter(|| black_box(store.query_page(black_box(&q), MAX_PAGE_BYTES).unwrap()))
             });
         }
     }
