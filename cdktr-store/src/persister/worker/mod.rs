@@ -1,7 +1,7 @@
 //! The persister's thread: takes the stream off the channel, drops
 //! re-sends, and writes batches with each publisher's mark.
 
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,10 +13,14 @@ use duckdb::Connection;
 
 use super::publishers::Publishers;
 use super::space::{self, Space};
-use super::writer::{Batch, Writer, Written};
+use super::writer::Writer;
+
+mod write;
+
 use super::{Ctrl, HashMap, Marks, PersisterConfig, PersisterStats, Watermark, SHARE_EVERY};
 use crate::error::{Error, Result};
 use crate::store::Store;
+use write::{InFlight, Take};
 
 pub(super) fn load_marks(conn: &Connection) -> Result<HashMap<String, u64>> {
     let read = || Error::db("reading publisher watermarks");
@@ -75,22 +79,6 @@ pub(super) struct Worker {
     failures: Arc<AtomicU32>,
     /// The interval came: batches are written until nothing is pending.
     draining: bool,
-}
-
-/// How much of what is pending a write takes.
-enum Take {
-    /// A batch (`batch_size` lines or `batch_bytes`), the oldest first.
-    Batch,
-    /// Everything: a flush.
-    All,
-}
-
-/// What the worker knows of the batch the writer has.
-struct InFlight {
-    lines: usize,
-    bytes: usize,
-    /// When its oldest line was taken.
-    since: Option<Instant>,
 }
 
 impl Worker {
@@ -364,152 +352,6 @@ impl Worker {
             }
         }
         Ok(self.next_line as i64 - 1)
-    }
-
-    /// Writes everything pending now, after the batch the writer has.
-    fn flush(&mut self) -> Result<()> {
-        // A failed batch is back in `pending`: written again with the rest.
-        let _ = self.wait_write();
-        if self.pending.is_empty() && self.lost.is_empty() {
-            return Ok(());
-        }
-        self.start_write(Take::All)?;
-        self.wait_write()
-    }
-
-    /// Hands pending lines to the writer, with each publisher's new mark
-    /// and key.
-    fn start_write(&mut self, take: Take) -> Result<()> {
-        if !self.space.room() {
-            self.failing = true;
-            self.draining = false;
-            self.publish_stats();
-            return Err(Error::SpaceLow { free: self.space.free });
-        }
-        let (lines, bytes) = match take {
-            Take::All => (
-                std::mem::take(&mut self.pending),
-                std::mem::take(&mut self.pending_bytes),
-            ),
-            Take::Batch => {
-                // The oldest lines, up to a batch in lines or bytes.
-                let (mut n, mut bytes) = (0, 0);
-                while n < self.pending.len() && n < self.config.batch_size && bytes < self.config.batch_bytes {
-                    bytes += envelope_bytes(&self.pending[n]);
-                    n += 1;
-                }
-                let rest = self.pending.split_off(n);
-                self.pending_bytes -= bytes;
-                (std::mem::replace(&mut self.pending, rest), bytes)
-            }
-        };
-        self.draining &= !self.pending.is_empty();
-        // Lines left behind count as old as the oldest taken.
-        let since = match self.pending.is_empty() {
-            true => self.pending_since.take(),
-            false => self.pending_since,
-        };
-        // One pass, one lookup per line: each publisher's new mark, and
-        // its key (looked up once per publisher per batch).
-        let mut marks: HashMap<&str, (u64, Option<u32>)> = HashMap::default();
-        let mut keys = Vec::with_capacity(lines.len());
-        let mut fresh = Vec::new();
-        let publishers = &mut self.publishers;
-        for e in &lines {
-            let (m, key) = marks.entry(&e.publisher_id).or_insert((0, None));
-            *m = (*m).max(e.seq);
-            keys.push(*key.get_or_insert_with(|| publishers.key(&e.publisher_id, &mut fresh)));
-        }
-        for (publisher, _, last) in &self.lost {
-            let (m, _) = marks.entry(publisher).or_insert((0, None));
-            *m = (*m).max(*last);
-        }
-        let marks = marks.into_iter().map(|(p, (seq, _))| (p.to_owned(), seq)).collect();
-        let fail = self.failures.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok();
-        let batch = Batch {
-            first_line: self.next_line,
-            keys,
-            fresh,
-            lost: std::mem::take(&mut self.lost),
-            marks,
-            since,
-            bytes,
-            fail,
-            lines,
-        };
-        self.in_flight = Some(InFlight {
-            lines: batch.lines.len(),
-            bytes: batch.bytes,
-            since: batch.since,
-        });
-        if let Err(batch) = self.writer.write(batch) {
-            self.in_flight = None;
-            self.publishers.forget(&batch.fresh);
-            self.take_back(*batch);
-            self.failing = true;
-            return Err(Error::Closed);
-        }
-        Ok(())
-    }
-
-    /// Waits for the writer's batch, if it has one.
-    fn wait_write(&mut self) -> Result<()> {
-        if self.in_flight.is_none() {
-            return Ok(());
-        }
-        match self.writer.done.recv() {
-            Ok(w) => self.finish_write(w),
-            Err(_) => Err(Error::Closed),
-        }
-    }
-
-    /// Takes a batch back from the writer: its marks move on, or its lines
-    /// wait for the next write.
-    fn finish_write(&mut self, w: Written) -> Result<()> {
-        self.in_flight = None;
-        if w.reopened {
-            self.stats.reopened += 1;
-        }
-        let result = match w.result {
-            Ok(took) => {
-                let b = &w.batch;
-                let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-                for (publisher, seq) in &b.marks {
-                    let m = written.entry(publisher.clone()).or_default();
-                    m.persisted = m.persisted.max(*seq);
-                    m.accepted = m.accepted.max(*seq);
-                }
-                drop(written);
-                self.stats.persisted += w.lines as u64;
-                self.next_line += w.lines as u64;
-                self.stats.batches += 1;
-                self.stats.last_flush = took;
-                self.stats.slowest_flush = self.stats.slowest_flush.max(took);
-                self.failing = false;
-                Ok(())
-            }
-            Err(e) => {
-                self.publishers.forget(&w.batch.fresh);
-                self.stats.failed_flushes += 1;
-                self.failing = true;
-                // Retried when the interval comes again.
-                self.draining = false;
-                self.take_back(w.batch);
-                Err(e)
-            }
-        };
-        self.publish_stats();
-        result
-    }
-
-    /// Puts a batch that was not written back before the lines taken since.
-    fn take_back(&mut self, mut b: Batch) {
-        b.lines.append(&mut self.pending);
-        self.pending = b.lines;
-        self.pending_bytes += b.bytes;
-        self.pending_since = b.since.or(self.pending_since);
-        b.lost.append(&mut self.lost);
-        self.lost = b.lost;
     }
 
     fn finish(mut self) -> Result<()> {
