@@ -112,8 +112,8 @@ impl ApiClient {
         match self.call(request)? {
             Response::Error { kind, message } => Err(Error::Api { kind, message }),
             other => {
-                let name = format!("{other:?}");
-                pick(other).ok_or_else(|| Error::Reply(format!("{} answered with {name:.60}", request.op())))
+                let name = other.name();
+                pick(other).ok_or_else(|| Error::Reply(format!("{} answered with {name}", request.op())))
             }
         }
     }

@@ -392,8 +392,59 @@ impl Response {
     /// # Errors
     /// [`Error::Reply`] for bytes that are not a reply.
     pub fn from_bytes(bytes: &[u8]) -> Result<Response> {
+        // A page of lines straight into its struct when the tag comes
+        // first, as `to_bytes` writes it: serde reads an internally tagged
+        // enum through a buffered copy of every value, which was most of
+        // a client's decoding time (issue 15). Anything else, or a tag
+        // elsewhere, takes the general path; both accept the same bytes.
+        if logs_tag_first(bytes) {
+            #[derive(Deserialize)]
+            struct LogsReply {
+                #[serde(rename = "reply")]
+                _reply: serde::de::IgnoredAny,
+                lines: Vec<crate::LogMessage>,
+                #[serde(default)]
+                origins: Vec<Option<crate::query::Origin>>,
+                next: Option<crate::query::Cursor>,
+            }
+            let r: LogsReply = rmp_serde::from_slice(bytes).map_err(|e| Error::Reply(e.to_string()))?;
+            return Ok(Response::Logs(LogPage {
+                lines: r.lines,
+                origins: r.origins,
+                next: r.next,
+            }));
+        }
         rmp_serde::from_slice(bytes).map_err(|e| Error::Reply(e.to_string()))
     }
+
+    /// The variant's name, as `"reply"` gives it on the wire.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Response::Pong { .. } => "Pong",
+            Response::Logs(_) => "Logs",
+            Response::Snapshot(_) => "Snapshot",
+            Response::Rows(_) => "Rows",
+            Response::Count { .. } => "Count",
+            Response::Workflows { .. } => "Workflows",
+            Response::Timeline { .. } => "Timeline",
+            Response::Accepted => "Accepted",
+            Response::Watermark { .. } => "Watermark",
+            Response::Stats(_) => "Stats",
+            Response::Error { .. } => "Error",
+        }
+    }
+}
+
+/// Whether `bytes` open with a map whose first entry is `"reply": "Logs"`.
+fn logs_tag_first(bytes: &[u8]) -> bool {
+    const TAG: &[u8] = b"\xa5reply\xa4Logs";
+    let header = match bytes.first() {
+        Some(0x80..=0x8f) => 1,
+        Some(0xde) => 3,
+        Some(0xdf) => 5,
+        _ => return false,
+    };
+    bytes.get(header..).is_some_and(|rest| rest.starts_with(TAG))
 }
 
 #[cfg(test)]

@@ -226,3 +226,48 @@ fn replies_round_trip() {
     }
     assert!(matches!(Response::from_bytes(b"\x01"), Err(Error::Reply(_))));
 }
+
+#[test]
+fn a_logs_reply_reads_the_same_with_its_tag_first_or_last() {
+    let expected = Response::Logs(LogPage {
+        lines: vec![line()],
+        origins: vec![Some(crate::query::Origin {
+            publisher_id: "p".into(),
+            seq: 9,
+        })],
+        next: Some(crate::query::Cursor {
+            timestamp_ms: 1,
+            row: 4,
+        }),
+    });
+    let first = expected.to_bytes();
+    // serde_json's map sorts its keys: "reply" comes last.
+    let last = bytes(json!({
+        "lines": [{"workflow_id": "w", "workflow_name": "W", "workflow_instance_id": "i", "task_name": "t",
+                   "task_instance_id": "ti", "timestamp_ms": 1, "level": "WARN", "payload": "x"}],
+        "origins": [{"publisher_id": "p", "seq": 9}],
+        "next": {"timestamp_ms": 1, "row": 4},
+        "reply": "Logs",
+    }));
+    assert!(logs_tag_first(&first) && !logs_tag_first(&last));
+    assert_eq!(Response::from_bytes(&first).unwrap(), expected);
+    assert_eq!(Response::from_bytes(&last).unwrap(), expected);
+    // A page without its lines is refused on both paths.
+    let no_lines_first = b"\x82\xa5reply\xa4Logs\xa4next\xc0";
+    assert!(logs_tag_first(no_lines_first));
+    assert!(matches!(Response::from_bytes(no_lines_first), Err(Error::Reply(_))));
+    let no_lines_last = bytes(json!({"next": null, "reply": "Logs"}));
+    assert!(matches!(Response::from_bytes(&no_lines_last), Err(Error::Reply(_))));
+}
+
+#[test]
+fn a_reply_names_its_variant_as_the_wire_does() {
+    for r in [
+        Response::Accepted,
+        Response::Logs(LogPage::default()),
+        Response::Count { count: 1 },
+    ] {
+        let wire: serde_json::Value = rmp_serde::from_slice(&r.to_bytes()).unwrap();
+        assert_eq!(wire["reply"], r.name());
+    }
+}
