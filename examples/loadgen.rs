@@ -15,7 +15,9 @@
 //! acknowledged delivery unless `--best-effort`. The principal is found
 //! through the usual variables (`CDKTR_PRINCIPAL_HOST`,
 //! `CDKTR_PRINCIPAL_PORT`, `CDKTR_LOGS_LISTENING_PORT`,
-//! `CDKTR_LOGS_PUBLISHING_PORT`).
+//! `CDKTR_LOGS_PUBLISHING_PORT`), with CURVE when `CDKTR_CURVE_SECRET_KEY`
+//! and `CDKTR_CURVE_SERVER_KEY` are set (an `admin` key: it publishes,
+//! subscribes and reads the counters).
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
@@ -23,6 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use cdktr_logs::bus::config::process_env;
+use cdktr_logs::bus::curve::ClientKeys;
 use cdktr_logs::{ApiClient, ApiConfig, BusConfig, Level, LogMessage, LogPublisher, LogQuery, LogSubscriber};
 use clap::{value_parser, Arg, ArgAction, Command};
 
@@ -124,7 +128,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let bus = BusConfig::from_env()?;
     let api_config = ApiConfig::from_env()?;
-    let mut api = ApiClient::connect(&api_config)?;
+    let keys = ClientKeys::from_lookup(&process_env)?;
+    let mut api = ApiClient::connect_with(&api_config, keys.as_ref())?;
     api.ping()
         .map_err(|e| format!("no principal at {}: {e}", api_config.endpoint()))?;
     let workflow_id = m
@@ -138,7 +143,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (subscriber, probes) = if m.get_flag("no-subscriber") {
         (None, 0)
     } else {
-        let (s, p) = subscribe(&bus, &workflow_id, t0, stop_sub.clone())?;
+        let (s, p) = subscribe(&bus, keys.as_ref(), &workflow_id, t0, stop_sub.clone())?;
         (Some(s), p)
     };
 
@@ -150,8 +155,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let go = Arc::new(Barrier::new(plan.publishers + 1));
     let threads: Vec<_> = (0..plan.publishers)
         .map(|p| {
-            let (bus, api_config, workflow_id, sent) =
-                (bus.clone(), api_config.clone(), workflow_id.clone(), sent.clone());
+            let (bus, api_config, workflow_id, sent, keys) = (
+                bus.clone(),
+                api_config.clone(),
+                workflow_id.clone(),
+                sent.clone(),
+                keys.clone(),
+            );
             let (connected, go) = (connected.clone(), go.clone());
             let per_publisher_rate = plan.rate as f64 / plan.publishers as f64;
             let quota = plan
@@ -161,6 +171,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::thread::spawn(
                 move || -> Result<cdktr_logs::bus::PublisherStats, cdktr_logs::bus::Error> {
                     let mut builder = LogPublisher::builder(&bus).shutdown_timeout(Duration::from_secs(600));
+                    if let Some(keys) = keys {
+                        builder = builder.curve(keys);
+                    }
                     if acknowledged {
                         builder = builder
                             .acknowledged_by(&api_config)
@@ -271,7 +284,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if m.get_flag("json") {
         let v = serde_json::json!({
             "workflow_id": workflow_id, "publishers": plan.publishers, "target_rate": plan.rate,
-            "acknowledged": plan.acknowledged, "payload_bytes": plan.payload,
+            "acknowledged": plan.acknowledged, "payload_bytes": plan.payload, "curve": keys.is_some(),
             "sent": sent, "stored": stored, "dropped": dropped, "seconds": took.as_secs_f64(),
             "sustained_per_s": rate, "latency_samples": latencies.len(),
             "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "p999": pct(0.999),
@@ -333,12 +346,17 @@ type Latencies = std::thread::JoinHandle<Vec<u32>>;
 /// it once it receives, and the probe lines it took.
 fn subscribe(
     bus: &BusConfig,
+    keys: Option<&ClientKeys>,
     workflow_id: &str,
     t0: Instant,
     stop: Arc<AtomicBool>,
 ) -> Result<(Latencies, u64), Box<dyn std::error::Error>> {
-    let mut sub = LogSubscriber::builder(bus).workflow(workflow_id.to_owned()).connect()?;
-    let probe = LogPublisher::connect(bus)?;
+    let (mut sub, mut probe) = (LogSubscriber::builder(bus), LogPublisher::builder(bus));
+    if let Some(keys) = keys {
+        (sub, probe) = (sub.curve(keys.clone()), probe.curve(keys.clone()));
+    }
+    let mut sub = sub.workflow(workflow_id.to_owned()).connect()?;
+    let probe = probe.start()?;
     let probe_line = |i| line(workflow_id, 0, "probe", i, 0);
     let mut probes = 0u64;
     while sub.recv_timeout(Duration::from_millis(50))?.is_none() {

@@ -45,6 +45,18 @@ const CASES: &[(&str, &[&str], &[&str])] = &[
     ("CDKTR_AGENT_HEARTBEAT_INTERVAL_MS", &["abc", "0", ""], &[AGENT]),
     ("CDKTR_SPOOL_DIR", &["", " "], &[AGENT]),
     ("CDKTR_AGENT_SHUTDOWN_TIMEOUT_MS", &["abc", "0", "-5"], &[AGENT]),
+    // Alone, or naming a file that is not there.
+    (
+        "CDKTR_CURVE_SECRET_KEY",
+        &["", "/nonexistent/cdktr.key"],
+        &[PRINCIPAL, AGENT, CLI],
+    ),
+    (
+        "CDKTR_CURVE_SERVER_KEY",
+        &["", "/nonexistent/principal.pub"],
+        &[AGENT, CLI],
+    ),
+    ("CDKTR_AUTHORIZED_KEYS_DIR", &["", "/nonexistent/keys"], &[PRINCIPAL]),
 ];
 
 /// The variables the README's configuration table lists.
@@ -157,7 +169,9 @@ fn a_bad_value_stops_each_builder_with_the_variable_named() {
             if binaries.contains(&CLI) {
                 let api = cdktr_log::ApiConfig::from_lookup(get).err();
                 let bus = cdktr_log::BusConfig::from_lookup(get).err();
-                errors.push(api.or(bus).expect("the CLI's configuration refuses it").to_string());
+                let keys = cdktr_log::curve::ClientKeys::from_lookup(&get).err();
+                let refused = api.or(bus).or(keys);
+                errors.push(refused.expect("the CLI's configuration refuses it").to_string());
             }
             for e in errors {
                 assert!(e.contains(var), "{var}={value:?}: {e}");

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use cdktr_log::api::LazyClient;
 use cdktr_log::api::Request;
 use cdktr_log::config::{env, process_env, Lookup};
+use cdktr_log::curve::ClientKeys;
 use cdktr_log::{ApiConfig, BusConfig, Level, LogPublisher, PublisherStats, RunStatus, TaskContext};
 
 use crate::error::Result;
@@ -46,6 +48,9 @@ pub struct AgentConfig {
     pub shutdown_timeout: Duration,
     /// Between SIGTERM and SIGKILL when a task is stopped (default 5 s).
     pub kill_grace: Duration,
+    /// CURVE keys for every connection to the principal (role `publisher`),
+    /// from `CDKTR_CURVE_SECRET_KEY` and `CDKTR_CURVE_SERVER_KEY`.
+    pub curve: Option<ClientKeys>,
 }
 
 impl AgentConfig {
@@ -78,6 +83,7 @@ impl AgentConfig {
             spool_dir: env(ENV_SPOOL_DIR, get)?,
             shutdown_timeout: env(ENV_SHUTDOWN_TIMEOUT_MS, get)?.unwrap_or(Duration::from_secs(60)),
             kill_grace: Duration::from_secs(5),
+            curve: ClientKeys::from_lookup(get)?,
         })
     }
 }
@@ -157,9 +163,13 @@ impl Agent {
         if let Some(dir) = &config.spool_dir {
             builder = builder.spool_dir(dir);
         }
+        if let Some(keys) = &config.curve {
+            builder = builder.curve(keys.clone());
+        }
         let publisher = builder.start()?;
-        let reporter = Reporter::start(&config.api)?;
-        let heartbeats = Heartbeats::start(&config.api, config.agent_id.clone(), config.heartbeat_interval)?;
+        let api = || LazyClient::new(&config.api, Duration::from_secs(2)).curve(config.curve.clone());
+        let reporter = Reporter::start(api())?;
+        let heartbeats = Heartbeats::start(api(), config.agent_id.clone(), config.heartbeat_interval)?;
         Ok(Agent {
             config,
             publisher,

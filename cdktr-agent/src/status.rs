@@ -8,7 +8,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cdktr_log::api::{ErrorKind, LazyClient, Poller, Request, Response};
-use cdktr_log::ApiConfig;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use crate::error::{Error, Result};
@@ -25,17 +24,17 @@ pub(crate) struct Reporter {
 }
 
 impl Reporter {
-    pub fn start(api: &ApiConfig) -> Result<Reporter> {
+    pub fn start(client: LazyClient) -> Result<Reporter> {
         let (tx, rx) = unbounded();
         let (queued, delivered, abandon) = (
             Arc::default(),
             Arc::<AtomicU64>::default(),
             Arc::<AtomicBool>::default(),
         );
-        let (api, d, a) = (api.clone(), delivered.clone(), abandon.clone());
+        let (d, a) = (delivered.clone(), abandon.clone());
         let thread = std::thread::Builder::new()
             .name("cdktr-agent-status".into())
-            .spawn(move || deliver(api, rx, d, a))
+            .spawn(move || deliver(client, rx, d, a))
             .map_err(|source| Error::Spawn { name: "status", source })?;
         Ok(Reporter {
             tx: Some(tx),
@@ -66,8 +65,7 @@ impl Reporter {
     }
 }
 
-fn deliver(api: ApiConfig, rx: Receiver<Request>, delivered: Arc<AtomicU64>, abandon: Arc<AtomicBool>) -> u64 {
-    let mut client = LazyClient::new(&api, Duration::from_secs(2));
+fn deliver(mut client: LazyClient, rx: Receiver<Request>, delivered: Arc<AtomicU64>, abandon: Arc<AtomicBool>) -> u64 {
     let mut lost = 0;
     for update in rx.iter() {
         let mut backoff = Duration::from_millis(50);
@@ -118,13 +116,13 @@ pub(crate) struct Heartbeats {
 }
 
 impl Heartbeats {
-    pub fn start(api: &ApiConfig, agent_id: String, interval: Duration) -> Result<Heartbeats> {
+    pub fn start(client: LazyClient, agent_id: String, interval: Duration) -> Result<Heartbeats> {
         let running: Arc<Mutex<BTreeSet<String>>> = Arc::default();
         let r = running.clone();
         // Short, so that after a network cut the next try (on a fresh
         // connection) follows within about a second of the link returning.
-        let timeout = interval.min(Duration::from_secs(1));
-        let poller = Poller::start("agent-heartbeat", api, timeout, interval, move |client| {
+        let client = client.timeout(interval.min(Duration::from_secs(1)));
+        let poller = Poller::start("agent-heartbeat", client, interval, move |client| {
             let list: Vec<String> = r.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
             match client.call(|c| c.heartbeat(&agent_id, &list)) {
                 Ok(()) => true,

@@ -35,6 +35,7 @@ fn config(bus: &BusConfig, api: &ApiConfig, spool: &Path) -> AgentConfig {
         spool_dir: Some(spool.to_owned()),
         shutdown_timeout: WAIT,
         kill_grace: Duration::from_secs(5),
+        curve: None,
     }
 }
 

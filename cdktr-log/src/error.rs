@@ -21,6 +21,32 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// Of two variables that go together, one is set and the other not.
+    #[error("{given} is set but {missing} is not: {why}")]
+    EnvPair {
+        /// The variable that is set.
+        given: &'static str,
+        /// The variable that is missing.
+        missing: &'static str,
+        /// Why both are needed.
+        why: &'static str,
+    },
+
+    /// A CURVE key file cannot be read, is not a key, or cannot be
+    /// written.
+    #[error("key file {}: {reason}", path.display())]
+    Key {
+        /// The file (or directory).
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Keys were given but this build's libzmq has no CURVE (it was built
+    /// without libsodium: see README, "CURVE").
+    #[error("CURVE keys were given, but this build's libzmq has no CURVE (built without libsodium)")]
+    CurveUnavailable,
+
     /// A string is not a log level this crate knows.
     #[error("unknown log level {0:?} (expected TRACE, DEBUG, INFO, WARN or ERROR)")]
     UnknownLevel(String),

@@ -16,6 +16,9 @@
 //!   record statuses and heartbeats, tools query logs with [`LogQuery`],
 //!   through an [`ApiClient`]. Its types live here, not in the store, so
 //!   that agents and tools never link DuckDB.
+//! - Beyond one machine, every socket uses CURVE ([`curve`]): the principal
+//!   admits only keys it holds, each with a role; clients pass their keys
+//!   to each builder (`.curve(keys)`).
 //!
 //! Every component is synchronous and thread-based; each has a handle that
 //! shuts it down cleanly and joins its thread, also on drop. The bytes on
@@ -54,6 +57,23 @@
 //! # Ok::<(), cdktr_log::Error>(())
 //! ```
 //!
+//! # With CURVE keys
+//!
+//! ```no_run
+//! use cdktr_log::curve::{Authorizer, ClientKeys, KeyPair};
+//! use cdktr_log::{BusConfig, LogManager, LogPublisher};
+//!
+//! // The principal's side: its pair, and a directory of allowed keys.
+//! let auth = Authorizer::new(KeyPair::read("/etc/cdktr/principal.key".as_ref())?, "/etc/cdktr/authorized")?;
+//! let (sink, _stored) = crossbeam_channel::bounded(1024);
+//! let manager = LogManager::builder(&BusConfig::from_env()?).sink(sink).curve(auth).start()?;
+//!
+//! // An agent's side: its pair and the principal's public key.
+//! let keys = ClientKeys::read("agent-7.key".as_ref(), "principal.pub".as_ref())?;
+//! let publisher = LogPublisher::builder(manager.config()).curve(keys).start()?;
+//! # Ok::<(), cdktr_log::Error>(())
+//! ```
+//!
 //! # Configuration
 //!
 //! [`BusConfig::from_env`] reads `CDKTR_PRINCIPAL_HOST` (default
@@ -68,6 +88,9 @@
 //!   crate is the protocol alone (messages, the wire codec, queries,
 //!   statuses, API requests and replies) and builds no libzmq; the store
 //!   uses it that way.
+//! - `curve` (off here; on in the facade and the binaries): libzmq built
+//!   with libsodium, so that [`curve`] keys work; outside this repository
+//!   it needs the `.cargo/config.toml` table of the README's "Security".
 //! - `tracing` (off by default): [`tracing`](crate::tracing), a
 //!   `tracing_subscriber` layer that publishes events with the workflow
 //!   context of their spans, and its flushing guard.
@@ -86,6 +109,8 @@ pub mod stats;
 pub mod status;
 pub mod wire;
 
+#[cfg(feature = "sockets")]
+pub mod curve;
 #[cfg(feature = "sockets")]
 pub mod follower;
 #[cfg(feature = "sockets")]

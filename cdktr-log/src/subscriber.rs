@@ -5,6 +5,7 @@ use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::config::BusConfig;
+use crate::curve::ClientKeys;
 use crate::error::{Error, Result};
 use crate::inbox::Inbox;
 use crate::wire::{self, Envelope, DEFAULT_MAX_MESSAGE_BYTES};
@@ -57,9 +58,17 @@ pub struct SubscriberBuilder {
     workflows: Vec<String>,
     rcv_hwm: i32,
     max_message_bytes: usize,
+    curve: Option<ClientKeys>,
 }
 
 impl SubscriberBuilder {
+    /// Connects with CURVE, as a client with these keys (the key's role
+    /// must be `reader` or `admin`).
+    pub fn curve(mut self, keys: ClientKeys) -> Self {
+        self.curve = Some(keys);
+        self
+    }
+
     /// Receive this workflow's logs; call once per workflow. Without any
     /// call, every workflow's logs are received.
     pub fn workflow(mut self, workflow_id: impl Into<String>) -> Self {
@@ -77,10 +86,14 @@ impl SubscriberBuilder {
     ///
     /// # Errors
     /// [`Error::Connect`] for an endpoint ZeroMQ cannot parse or resolve;
-    /// [`Error::Zmq`] if the socket cannot be made.
+    /// [`Error::Zmq`] if the socket cannot be made;
+    /// [`Error::CurveUnavailable`].
     pub fn connect(self) -> Result<LogSubscriber> {
         let ctx = zmq::Context::new();
         let socket = ctx.socket(zmq::SUB).map_err(Error::zmq("create a SUB socket"))?;
+        if let Some(keys) = &self.curve {
+            keys.apply(&socket)?;
+        }
         socket.set_rcvhwm(self.rcv_hwm).map_err(Error::zmq("set RCVHWM"))?;
         socket.set_linger(0).map_err(Error::zmq("set LINGER"))?;
         let hard_limit = i64::try_from(self.max_message_bytes.saturating_mul(2)).unwrap_or(i64::MAX);
@@ -129,6 +142,7 @@ impl LogSubscriber {
             workflows: Vec::new(),
             rcv_hwm: 100_000,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            curve: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cdktr_log::config::{env, process_env, Lookup};
+use cdktr_log::curve::Authorizer;
 use cdktr_log::{ApiConfig, BusConfig, LogManager};
 use cdktr_store::archive::{
     ArchiveConfig, Archiver, Retention, ENV_ARCHIVE_DIR, ENV_ARCHIVE_RETENTION, ENV_HOT_RETENTION,
@@ -14,6 +15,7 @@ use cdktr_store::archive::{
 use cdktr_store::persister::{MinFreeSpace, ENV_FLUSH_INTERVAL_MS, ENV_MIN_FREE_SPACE};
 use cdktr_store::{Location, MemoryLimit, Persister, PersisterConfig, Store};
 
+use crate::security::{is_loopback, Security};
 use crate::{
     default_db_path, server, Principal, Result, DEFAULT_FILE_MEMORY_LIMIT, DEFAULT_HEARTBEAT_TIMEOUT,
     DEFAULT_QUERY_TIMEOUT, ENV_DB_MEMORY_LIMIT, ENV_DB_PATH, ENV_DB_THREADS, ENV_HEARTBEAT_TIMEOUT_MS,
@@ -37,6 +39,7 @@ pub struct PrincipalBuilder {
     db_threads: Option<u32>,
     archive: ArchiveConfig,
     archive_dir: Option<PathBuf>,
+    security: Security,
 }
 
 impl PrincipalBuilder {
@@ -55,6 +58,7 @@ impl PrincipalBuilder {
             db_threads: None,
             archive: ArchiveConfig::default(),
             archive_dir: None,
+            security: Security::default(),
         }
     }
 
@@ -63,7 +67,9 @@ impl PrincipalBuilder {
     /// `CDKTR_LOGS_LISTENING_PORT`, `CDKTR_LOGS_PUBLISHING_PORT`), the
     /// database (`CDKTR_DB_PATH`, `CDKTR_DB_MEMORY_LIMIT`,
     /// `CDKTR_DB_THREADS`), `CDKTR_LOG_FLUSH_INTERVAL_MS` and
-    /// `CDKTR_AGENT_HEARTBEAT_TIMEOUT_MS`. The binary reads them this way
+    /// `CDKTR_AGENT_HEARTBEAT_TIMEOUT_MS`, and CURVE
+    /// (`CDKTR_CURVE_SECRET_KEY` with `CDKTR_AUTHORIZED_KEYS_DIR`). The
+    /// binary reads them this way
     /// too, then applies its flags.
     ///
     /// # Errors
@@ -111,6 +117,9 @@ impl PrincipalBuilder {
         }
         if let Some(dir) = env::<PathBuf>(ENV_ARCHIVE_DIR, get)? {
             b.archive_dir = Some(dir);
+        }
+        if let Some(auth) = Authorizer::from_lookup(get)? {
+            b.security = Security::Curve(auth);
         }
         #[cfg(feature = "testing")]
         if let Some(at) = get("CDKTR_TEST_ARCHIVE_FAILPOINT") {
@@ -252,13 +261,29 @@ impl PrincipalBuilder {
         self
     }
 
+    /// Who may use the sockets (default [`Security::Loopback`]).
+    pub fn security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
     /// Opens the database, starts the persister, the log manager, then the
     /// API server.
     ///
     /// # Errors
+    /// [`Error::Insecure`](crate::Error::Insecure) for a host that is not a
+    /// loopback address with [`Security::Loopback`];
     /// [`Error::Store`](crate::Error::Store) if the database cannot be opened;
     /// [`Error::Bus`](crate::Error::Bus) if a port is in use.
     pub fn start(self) -> Result<Principal> {
+        let hosts = [&self.bus.host, &self.api.host];
+        if let (Security::Loopback, Some(host)) = (&self.security, hosts.into_iter().find(|h| !is_loopback(h))) {
+            return Err(crate::Error::Insecure { host: host.clone() });
+        }
+        let authorizer = match &self.security {
+            Security::Curve(auth) => Some(auth.clone()),
+            Security::Loopback | Security::Insecure => None,
+        };
         let store = Store::open_location(&self.database)?;
         let file = matches!(self.database, Location::File(_));
         if let Some(limit) = self
@@ -285,11 +310,11 @@ impl PrincipalBuilder {
             _ => None,
         };
         let persister = Arc::new(Persister::start(&store, self.persister)?);
-        let manager = Arc::new(
-            LogManager::builder(&self.bus)
-                .sink_within(persister.sender(), persister.budget())
-                .start()?,
-        );
+        let mut manager = LogManager::builder(&self.bus).sink_within(persister.sender(), persister.budget());
+        if let Some(auth) = &authorizer {
+            manager = manager.curve(auth.clone());
+        }
+        let manager = Arc::new(manager.start()?);
         let server = server::Server::start(server::Parts {
             api: self.api.clone(),
             store: store.try_clone()?,
@@ -300,6 +325,7 @@ impl PrincipalBuilder {
             query_timeout: self.query_timeout,
             #[cfg(feature = "testing")]
             query_delay: self.query_delay,
+            authorizer,
         })?;
         let port = server.endpoint().rsplit(':').next().and_then(|p| p.parse().ok());
         let api = ApiConfig {

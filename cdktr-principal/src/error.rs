@@ -27,6 +27,16 @@ pub enum Error {
         /// What ZeroMQ said.
         source: zmq::Error,
     },
+    /// Asked to bind an address other than loopback with no CURVE keys:
+    /// anyone who can reach it could write and read every log line.
+    #[error(
+        "refusing to bind {host} without CURVE keys: set CDKTR_CURVE_SECRET_KEY and CDKTR_AUTHORIZED_KEYS_DIR \
+         (README, \"CURVE\"), or pass --insecure"
+    )]
+    Insecure {
+        /// The host that was asked for.
+        host: String,
+    },
     /// An API server thread could not be started.
     #[error("cannot start the {name} thread: {source}")]
     Spawn {

@@ -28,6 +28,7 @@ mod builder;
 mod error;
 mod liveness;
 mod queries;
+mod security;
 mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -44,6 +45,7 @@ pub use builder::PrincipalBuilder;
 pub use error::{Error, Result};
 pub use liveness::{DEFAULT_HEARTBEAT_TIMEOUT, ENV_HEARTBEAT_TIMEOUT_MS};
 pub use queries::{DEFAULT_QUERY_TIMEOUT, ENV_QUERY_TIMEOUT_MS};
+pub use security::Security;
 
 /// DuckDB's buffer memory for a file database unless told otherwise. 64 MB
 /// was tried and is too little: a 10,000-line page of a 1M-line instance

@@ -4,8 +4,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cdktr_log::config::{Setting, ENV_HOST, ENV_LISTENING_PORT, ENV_PRINCIPAL_PORT, ENV_PUBLISHING_PORT};
-use cdktr_principal::{PrincipalBuilder, ENV_DB_PATH, ENV_HEARTBEAT_TIMEOUT_MS, ENV_QUERY_TIMEOUT_MS};
+use cdktr_log::config::{process_env, Setting, ENV_HOST, ENV_LISTENING_PORT, ENV_PRINCIPAL_PORT, ENV_PUBLISHING_PORT};
+use cdktr_log::curve::{Authorizer, ENV_AUTHORIZED_KEYS_DIR, ENV_CURVE_SECRET_KEY};
+use cdktr_principal::{PrincipalBuilder, Security, ENV_DB_PATH, ENV_HEARTBEAT_TIMEOUT_MS, ENV_QUERY_TIMEOUT_MS};
 use cdktr_store::archive::{Retention, ENV_ARCHIVE_DIR, ENV_ARCHIVE_RETENTION, ENV_HOT_RETENTION};
 use cdktr_store::persister::{MinFreeSpace, ENV_FLUSH_INTERVAL_MS, ENV_MIN_FREE_SPACE};
 use cdktr_store::Location;
@@ -97,6 +98,26 @@ fn cli() -> Command {
             "The Parquet archive's directory [default: archive/ beside the database file]",
         ))
         .arg(setting(
+            "curve-secret-key",
+            ENV_CURVE_SECRET_KEY,
+            "PATH",
+            "CURVE on every socket: the principal's secret key file (NAME.key, from `cdktr-logs keygen`); needs \
+             --authorized-keys-dir",
+        ))
+        .arg(setting(
+            "authorized-keys-dir",
+            ENV_AUTHORIZED_KEYS_DIR,
+            "DIR",
+            "CURVE: the clients' public key files, each with a role (publisher, reader, admin); changes apply \
+             within seconds",
+        ))
+        .arg(
+            Arg::new("insecure")
+                .long("insecure")
+                .action(clap::ArgAction::SetTrue)
+                .help("Bind an address other than loopback without CURVE keys: anyone who reaches it can write and read every log line"),
+        )
+        .arg(setting(
             "heartbeat-timeout",
             ENV_HEARTBEAT_TIMEOUT_MS,
             "DURATION",
@@ -165,6 +186,21 @@ fn builder(m: &ArgMatches) -> Result<PrincipalBuilder, Box<dyn std::error::Error
     }
     if let Some(dir) = flag(m, "archive-dir", |s| Ok(std::path::PathBuf::from(s)))? {
         b = b.archive_dir(dir);
+    }
+    // The variables, each replaced by its flag when one is given.
+    let given = |name: &str| {
+        (m.value_source(name) == Some(ValueSource::CommandLine)).then(|| m.get_one::<String>(name).cloned())
+    };
+    let keys = |var: &str| match var {
+        ENV_CURVE_SECRET_KEY => given("curve-secret-key").unwrap_or_else(|| process_env(var)),
+        ENV_AUTHORIZED_KEYS_DIR => given("authorized-keys-dir").unwrap_or_else(|| process_env(var)),
+        _ => None,
+    };
+    match (Authorizer::from_lookup(&keys)?, m.get_flag("insecure")) {
+        (Some(_), true) => return Err("--insecure with CURVE keys: give one or the other".into()),
+        (Some(auth), false) => b = b.security(Security::Curve(auth)),
+        (None, true) => b = b.security(Security::Insecure),
+        (None, false) => {}
     }
     Ok(b)
 }

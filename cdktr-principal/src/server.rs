@@ -13,11 +13,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cdktr_log::api::{ErrorKind, PrincipalStats, Request, Response, API_VERSION, MAX_REQUEST_BYTES};
+use cdktr_log::curve::{Authorizer, Endpoint, ZapHandler};
 use cdktr_log::{ApiConfig, LogManager};
 use cdktr_store::{Persister, Store};
 
 use crate::liveness::Liveness;
 use crate::queries::{Job, Pool, PoolParts};
+use crate::security::permits;
 use crate::{Error, Result};
 
 /// How often the API thread looks at its stop flag and for silent agents.
@@ -35,6 +37,7 @@ pub(crate) struct Parts {
     pub query_timeout: Duration,
     #[cfg(feature = "testing")]
     pub query_delay: Duration,
+    pub authorizer: Option<Authorizer>,
 }
 
 #[derive(Default)]
@@ -44,6 +47,8 @@ pub(crate) struct Counters {
     live_agents: AtomicU64,
     crashed: AtomicU64,
     heartbeats: AtomicU64,
+    /// With CURVE: its refusals are counted there.
+    authorizer: std::sync::OnceLock<Authorizer>,
 }
 
 impl Counters {
@@ -70,7 +75,13 @@ impl Server {
     pub fn start(parts: Parts) -> Result<Server> {
         let zmq_err = |op: &'static str| move |source| Error::ApiSocket { op, source };
         let context = zmq::Context::new();
+        // Serving before the socket binds: libzmq lets every client in
+        // while no handler answers.
+        let zap = parts.authorizer.as_ref().map(|a| a.serve(&context)).transpose()?;
         let router = context.socket(zmq::ROUTER).map_err(zmq_err("create the API socket"))?;
+        if let Some(auth) = &parts.authorizer {
+            auth.apply(&router, Endpoint::Api)?;
+        }
         router
             .set_maxmsgsize(MAX_REQUEST_BYTES as i64)
             .and_then(|()| router.set_linger(0))
@@ -93,6 +104,9 @@ impl Server {
 
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
+        if let Some(auth) = &parts.authorizer {
+            let _ = counters.authorizer.set(auth.clone());
+        }
         let started = Instant::now();
         let mut threads = Vec::new();
         let pool = Pool::start(
@@ -122,6 +136,8 @@ impl Server {
             stop: stop.clone(),
             counters: counters.clone(),
             started,
+            authorizer: parts.authorizer,
+            _zap: zap,
             _context: context,
         };
         threads.push(spawn("cdktr-api", move || api.run())?);
@@ -211,6 +227,7 @@ fn snapshot(
         rss_bytes: proc_status_kb("VmRSS:") * 1024,
         peak_rss_bytes: proc_status_kb("VmHWM:") * 1024,
         cpu_ms: cpu_ms(),
+        refused: c.authorizer.get().map_or(0, Authorizer::refused),
     }
 }
 
@@ -250,6 +267,9 @@ struct ApiThread {
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
     started: Instant,
+    authorizer: Option<Authorizer>,
+    /// Dropped after the router (fields drop in order).
+    _zap: Option<ZapHandler>,
     _context: zmq::Context,
 }
 
@@ -271,9 +291,9 @@ impl ApiThread {
             }
             // A bounded number per round, so that replies keep flowing.
             for _ in 0..256 {
-                match self.router.recv_multipart(zmq::DONTWAIT) {
-                    Ok(frames) => self.handle(frames),
-                    Err(_) => break,
+                match self.recv() {
+                    Some((frames, user)) => self.handle(frames, user),
+                    None => break,
                 }
             }
             let now = Instant::now();
@@ -320,7 +340,42 @@ impl ApiThread {
         self.send(envelope);
     }
 
-    fn handle(&mut self, mut frames: Vec<Vec<u8>>) {
+    /// A request's frames and, with CURVE, the `User-Id` the ZAP handler
+    /// gave its connection (the key's name).
+    fn recv(&self) -> Option<(Vec<Vec<u8>>, Option<String>)> {
+        if self.authorizer.is_none() {
+            return self.router.recv_multipart(zmq::DONTWAIT).ok().map(|f| (f, None));
+        }
+        let (mut frames, mut user) = (Vec::new(), None);
+        loop {
+            let mut msg = zmq::Message::new();
+            let flags = if frames.is_empty() { zmq::DONTWAIT } else { 0 };
+            self.router.recv(&mut msg, flags).ok()?;
+            if user.is_none() {
+                user = msg.gets("User-Id").map(str::to_owned);
+            }
+            let more = msg.get_more();
+            frames.push(msg.to_vec());
+            if !more {
+                return Some((frames, user));
+            }
+        }
+    }
+
+    /// `None` when the caller may make `request`; else the refusal.
+    fn refusal(&self, user: Option<&str>, request: &Request) -> Option<Response> {
+        let auth = self.authorizer.as_ref()?;
+        let user = user.unwrap_or("");
+        let why = match auth.role_of(user) {
+            Some(role) if permits(role, request) => return None,
+            Some(role) => format!("role {} may not {}", role.as_str(), request.op()),
+            None => format!("key {user:?} is no longer authorized"),
+        };
+        auth.refuse(user, &why);
+        Some(Response::error(ErrorKind::Forbidden, why))
+    }
+
+    fn handle(&mut self, mut frames: Vec<Vec<u8>>, user: Option<String>) {
         // [identity, routing..., empty, body]: REQ (and DEALER emulating it)
         // put an empty frame before the body; everything before it is
         // echoed back so that the reply finds its way.
@@ -339,6 +394,9 @@ impl ApiThread {
             Ok(r) => r,
             Err((kind, message)) => return self.reply(envelope, &Response::Error { kind, message }),
         };
+        if let Some(refused) = self.refusal(user.as_deref(), &request) {
+            return self.reply(envelope, &refused);
+        }
         let response = match request {
             Request::QueryLogs { .. }
             | Request::Snapshot { .. }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use cdktr_log::{ApiConfig, BusConfig, Level, LogMessage, LogPublisher, PublisherStats};
 use cdktr_store::{LogQuery, Store};
 
-use cdktr_principal::testing::{free_port, ChildPrincipal as Running};
+use cdktr_principal::testing::{free_port, ChildPrincipal as Running, TestKeys};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -115,17 +115,35 @@ fn report(scenario: &str, sent: usize, (rows, distinct, missing): (usize, usize,
 
 #[test]
 fn a_principal_killed_twice_mid_stream_stores_every_line_exactly_once() {
+    killed_twice(false);
+}
+
+#[test]
+fn with_curve_a_principal_killed_twice_mid_stream_stores_every_line_exactly_once() {
+    killed_twice(true);
+}
+
+fn killed_twice(curve: bool) {
     const PUBLISHERS: usize = 4;
     const EACH: usize = 50_000;
     let dir = tempfile::tempdir().unwrap();
     let (db, spool) = (dir.path().join("app.db"), dir.path().join("spool"));
+    let keys = curve.then(|| TestKeys::write(&dir.path().join("keys")));
     let p = ports();
-    let mut child = principal(&db, &p);
+    let start = || match &keys {
+        Some(keys) => Running::start_with(&db, &p.bus, &p.api, "200ms", &keys.principal_vars()),
+        None => principal(&db, &p),
+    };
+    let mut child = start();
     let published = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut ids = Vec::new();
     let threads: Vec<_> = (0..PUBLISHERS)
         .map(|k| {
-            let publisher = acknowledged(&p, &spool).start().unwrap();
+            let mut builder = acknowledged(&p, &spool);
+            if let Some(keys) = &keys {
+                builder = builder.curve(keys.client("agent"));
+            }
+            let publisher = builder.start().unwrap();
             ids.push(publisher.publisher_id().to_owned());
             let published = published.clone();
             std::thread::spawn(move || {
@@ -145,7 +163,7 @@ fn a_principal_killed_twice_mid_stream_stores_every_line_exactly_once() {
     for at in [PUBLISHERS * EACH / 4, PUBLISHERS * EACH * 3 / 5] {
         wait_for("publishing", || published.load(Ordering::Relaxed) >= at);
         kill(&mut child, "-KILL");
-        child = principal(&db, &p);
+        child = start();
     }
     let stats: Vec<PublisherStats> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     kill(&mut child, "-TERM");

@@ -37,8 +37,19 @@ impl ApiClient {
     /// # Errors
     /// [`Error::Connect`] for a malformed host; [`Error::Zmq`].
     pub fn connect(config: &ApiConfig) -> Result<ApiClient> {
+        ApiClient::connect_with(config, None)
+    }
+
+    /// As [`connect`](Self::connect), with CURVE when `keys` are given.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect); [`Error::CurveUnavailable`].
+    pub fn connect_with(config: &ApiConfig, keys: Option<&crate::curve::ClientKeys>) -> Result<ApiClient> {
         let context = zmq::Context::new();
         let socket = context.socket(zmq::REQ).map_err(Error::zmq("create the API socket"))?;
+        if let Some(keys) = keys {
+            keys.apply(&socket)?;
+        }
         // A timed-out request must not wedge the REQ state machine: relaxed
         // lets the next request go out, correlate drops the late reply.
         socket

@@ -314,6 +314,10 @@ pub struct PrincipalStats {
     /// unknown): over an interval, with the lines persisted, what a line
     /// costs a core.
     pub cpu_ms: u64,
+    /// With CURVE: connections refused at the handshake (unknown key, or
+    /// a role not allowed on that socket) and requests refused for the
+    /// caller's role or a removed key.
+    pub refused: u64,
 }
 
 /// A reply from the principal. On the wire: a map whose `"reply"` is the

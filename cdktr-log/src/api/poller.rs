@@ -8,6 +8,7 @@ use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 
 use super::ApiClient;
 use crate::config::ApiConfig;
+use crate::curve::ClientKeys;
 use crate::error::{Error, Result};
 
 /// An [`ApiClient`] made on first use, with a fixed timeout per call, and
@@ -19,6 +20,7 @@ use crate::error::{Error, Result};
 pub struct LazyClient {
     config: ApiConfig,
     timeout: Duration,
+    keys: Option<ClientKeys>,
     client: Option<ApiClient>,
 }
 
@@ -28,8 +30,21 @@ impl LazyClient {
         LazyClient {
             config: config.clone(),
             timeout,
+            keys: None,
             client: None,
         }
+    }
+
+    /// Its calls wait at most `timeout` instead.
+    pub fn timeout(mut self, timeout: Duration) -> LazyClient {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connects with CURVE when `keys` are given.
+    pub fn curve(mut self, keys: Option<ClientKeys>) -> LazyClient {
+        self.keys = keys;
+        self
     }
 
     /// Runs `f` with the client, connecting it first if need be.
@@ -45,7 +60,8 @@ impl LazyClient {
     /// As [`ApiClient::connect`], and whatever `f` returns.
     pub fn call<T>(&mut self, f: impl FnOnce(&mut ApiClient) -> Result<T>) -> Result<T> {
         if self.client.is_none() {
-            self.client = Some(ApiClient::connect(&self.config)?.with_timeout(self.timeout));
+            let client = ApiClient::connect_with(&self.config, self.keys.as_ref())?;
+            self.client = Some(client.with_timeout(self.timeout));
         }
         let result = f(self.client.as_mut().expect("connected above"));
         if matches!(result, Err(Error::Timeout { .. } | Error::Zmq { .. } | Error::Reply(_))) {
@@ -77,13 +93,11 @@ impl Poller {
     /// [`Error::Spawn`] if the thread cannot be started.
     pub fn start(
         name: &'static str,
-        api: &ApiConfig,
-        timeout: Duration,
+        mut client: LazyClient,
         interval: Duration,
         mut each: impl FnMut(&mut LazyClient) -> bool + Send + 'static,
     ) -> Result<Poller> {
         let (stop, stopped) = bounded::<()>(0);
-        let mut client = LazyClient::new(api, timeout);
         let thread = std::thread::Builder::new()
             .name(format!("cdktr-{name}"))
             .spawn(move || loop {
@@ -214,14 +228,8 @@ mod tests {
             let _ = tx.send(());
             answered
         };
-        let poller = Poller::start(
-            "test-poller",
-            &router.config,
-            Duration::from_millis(100),
-            Duration::from_secs(3600),
-            each,
-        )
-        .unwrap();
+        let client = LazyClient::new(&router.config, Duration::from_millis(100));
+        let poller = Poller::start("test-poller", client, Duration::from_secs(3600), each).unwrap();
         (poller, rx)
     }
 

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::{ApiClient, PrincipalStats};
 use crate::config::{ApiConfig, BusConfig};
+use crate::curve::ClientKeys;
 use crate::error::{Error, Result};
 use crate::message::{now_ms, Level, LogMessage};
 
@@ -80,9 +81,17 @@ pub struct FollowerBuilder {
     min_level: Option<Level>,
     history: History,
     timeout: Duration,
+    curve: Option<ClientKeys>,
 }
 
 impl FollowerBuilder {
+    /// Connects both the live stream and the API with CURVE, as a client
+    /// with these keys (role `reader` or `admin`).
+    pub fn curve(mut self, keys: Option<ClientKeys>) -> Self {
+        self.curve = keys;
+        self
+    }
+
     /// Only this workflow; call once per workflow (default: all).
     pub fn workflow(mut self, workflow_id: impl Into<String>) -> Self {
         self.workflows.push(workflow_id.into());
@@ -134,7 +143,10 @@ impl FollowerBuilder {
         for w in &self.workflows {
             sub = sub.workflow(w.clone());
         }
-        let api = ApiClient::connect(&self.api)?.with_timeout(self.timeout);
+        if let Some(keys) = &self.curve {
+            sub = sub.curve(keys.clone());
+        }
+        let api = ApiClient::connect_with(&self.api, self.curve.as_ref())?.with_timeout(self.timeout);
         let mut follower = LogFollower {
             sub: sub.connect()?,
             api,
@@ -223,6 +235,7 @@ impl LogFollower {
             min_level: None,
             history: History::Live,
             timeout: crate::api::DEFAULT_TIMEOUT,
+            curve: None,
         }
     }
 

@@ -33,6 +33,9 @@ pub(super) struct Connections {
     /// Descriptors kept free for everything but log connections.
     reserve: u64,
     refusing_since: Option<Instant>,
+    /// Unbound to close every connection (a key was removed), since then:
+    /// bound again as soon as libzmq lets the port go.
+    rebinding: Option<Instant>,
     checked: Instant,
     noticed: Option<Instant>,
     /// The hard limit on a frame, for the notice.
@@ -58,10 +61,45 @@ impl Connections {
             limit,
             reserve: limit.map_or(0, |l| (l / 10).max(32)),
             refusing_since: None,
+            rebinding: None,
             checked: Instant::now(),
             noticed: None,
             hard_limit,
         })
+    }
+
+    /// Closes every connection: unbinding closes those accepted through
+    /// the endpoint. [`update`](Self::update) binds it again.
+    pub fn unbind(&mut self, pull: &zmq::Socket) {
+        if self.refusing_since.is_some() || self.rebinding.is_some() {
+            return; // closed already
+        }
+        match pull.unbind(&self.endpoint) {
+            Ok(()) => self.rebinding = Some(Instant::now()),
+            Err(e) => log::error!(
+                "log manager: cannot close the log port {}'s connections: {e}",
+                self.endpoint
+            ),
+        }
+    }
+
+    /// Binds again after [`unbind`](Self::unbind): unbinding finishes on
+    /// libzmq's I/O thread, and until it has the port is in use.
+    fn bind_again(&mut self, pull: &zmq::Socket) {
+        let Some(since) = self.rebinding else {
+            return;
+        };
+        match pull.bind(&self.endpoint) {
+            Ok(()) => self.rebinding = None,
+            Err(e) if since.elapsed() > Duration::from_secs(5) => {
+                log::error!(
+                    "log manager: cannot bind the log port {} again ({e}); still trying",
+                    self.endpoint
+                );
+                self.rebinding = Some(Instant::now());
+            }
+            Err(_) => {}
+        }
     }
 
     pub fn monitor(&self) -> &zmq::Socket {
@@ -71,6 +109,7 @@ impl Connections {
     /// Takes the monitor's events, and refuses or takes new connections
     /// again as descriptors run short or come back.
     pub fn update(&mut self, pull: &zmq::Socket, stats: &mut ManagerStats) {
+        self.bind_again(pull);
         let mut accepted = false;
         while let Ok(event) = self.monitor.recv_multipart(zmq::DONTWAIT) {
             let Some(id) = event

@@ -16,6 +16,7 @@ use streams::Streams;
 
 use crate::budget::{envelope_bytes, ByteBudget};
 use crate::config::BusConfig;
+use crate::curve::{Authorizer, Endpoint, ZapHandler};
 use crate::error::{Error, Result};
 use crate::inbox::Inbox;
 use crate::stats::StatsCell;
@@ -98,6 +99,7 @@ pub struct ManagerBuilder {
     sinks: Vec<Sink>,
     max_message_bytes: usize,
     pub_hwm: i32,
+    authorizer: Option<Authorizer>,
 }
 
 impl ManagerBuilder {
@@ -136,6 +138,13 @@ impl ManagerBuilder {
         self
     }
 
+    /// CURVE on both sockets: only clients `authorizer` allows connect, log
+    /// PULL for publishers and admins, live PUB for readers and admins.
+    pub fn curve(mut self, authorizer: Authorizer) -> Self {
+        self.authorizer = Some(authorizer);
+        self
+    }
+
     /// Binds both sockets and starts forwarding.
     ///
     /// # Errors
@@ -143,6 +152,9 @@ impl ManagerBuilder {
     /// [`Error::Zmq`] if a socket cannot be made; [`Error::Spawn`].
     pub fn start(self) -> Result<LogManager> {
         let ctx = zmq::Context::new();
+        // Serving before the sockets bind: libzmq lets every client in
+        // while no handler answers.
+        let zap = self.authorizer.as_ref().map(|a| a.serve(&ctx)).transpose()?;
         let pull = ctx.socket(zmq::PULL).map_err(Error::zmq("create the PULL socket"))?;
         let hard_limit = i64::try_from(self.max_message_bytes.saturating_mul(2)).unwrap_or(i64::MAX);
         pull.set_maxmsgsize(hard_limit).map_err(Error::zmq("set MAXMSGSIZE"))?;
@@ -155,6 +167,9 @@ impl ManagerBuilder {
         // nothing: closed after this long (libzmq's default is 30 s).
         pull.set_handshake_ivl(10_000)
             .map_err(Error::zmq("set HANDSHAKE_IVL"))?;
+        if let Some(a) = &self.authorizer {
+            a.apply(&pull, Endpoint::Logs)?;
+        }
         let listening_endpoint = bind(&pull, &self.config.listening_endpoint())?;
         let connections = Connections::watch(&ctx, &pull, &listening_endpoint, hard_limit)?;
 
@@ -162,6 +177,9 @@ impl ManagerBuilder {
         let publisher = ctx.socket(zmq::XPUB).map_err(Error::zmq("create the PUB socket"))?;
         publisher.set_sndhwm(self.pub_hwm).map_err(Error::zmq("set SNDHWM"))?;
         publisher.set_linger(0).map_err(Error::zmq("set LINGER"))?;
+        if let Some(a) = &self.authorizer {
+            a.apply(&publisher, Endpoint::Live)?;
+        }
         let publishing_endpoint = bind(&publisher, &self.config.publishing_endpoint())?;
 
         let config = BusConfig {
@@ -183,6 +201,11 @@ impl ManagerBuilder {
             stats: ManagerStats::default(),
             last_reject_warning: None,
             streams: Streams::default(),
+            publishing_endpoint: publishing_endpoint.clone(),
+            live_unbound: None,
+            removals_seen: self.authorizer.as_ref().map_or(0, Authorizer::removals),
+            authorizer: self.authorizer,
+            _zap: zap,
         };
         let worker = std::thread::Builder::new()
             .name("cdktr-log-manager".into())
@@ -210,6 +233,7 @@ impl LogManager {
             sinks: Vec::new(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             pub_hwm: 10_000,
+            authorizer: None,
         }
     }
 
@@ -294,6 +318,14 @@ struct Forwarder {
     stats: ManagerStats,
     last_reject_warning: Option<Instant>,
     streams: Streams,
+    publishing_endpoint: String,
+    /// Since when the live port is waiting to be bound again.
+    live_unbound: Option<Instant>,
+    authorizer: Option<Authorizer>,
+    /// The authorizer's removals when the sockets were last bound.
+    removals_seen: u64,
+    /// Dropped after the sockets (fields drop in order).
+    _zap: Option<ZapHandler>,
 }
 
 /// Messages handled between two looks at the stop flag and counter updates.
@@ -309,6 +341,8 @@ impl Forwarder {
                 n += 1;
             }
             self.connections.update(&self.pull, &mut self.stats);
+            self.drop_removed_keys();
+            self.bind_live_again();
             self.answer_marks();
             self.publish_stats();
             if stopping && n < BATCH {
@@ -326,6 +360,46 @@ impl Forwarder {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
+        }
+    }
+
+    /// Once a key is removed from the authorized keys, closes every
+    /// connection: unbinding an endpoint closes those accepted through it.
+    /// Clients reconnect and shake hands again, a removed key in vain;
+    /// acknowledged publishers re-send what was in flight.
+    fn drop_removed_keys(&mut self) {
+        let Some(auth) = &self.authorizer else {
+            return;
+        };
+        let removals = auth.removals();
+        if removals == self.removals_seen {
+            return;
+        }
+        self.removals_seen = removals;
+        log::warn!("log manager: a key was removed; closing every log and live connection so that clients reconnect");
+        self.connections.unbind(&self.pull);
+        let endpoint = &self.publishing_endpoint;
+        match self.publisher.unbind(endpoint) {
+            Ok(()) => self.live_unbound = Some(Instant::now()),
+            Err(e) => log::error!("log manager: cannot close the live port {endpoint}'s connections: {e}"),
+        }
+    }
+
+    /// Binds the live port again after [`drop_removed_keys`]: unbinding
+    /// finishes on libzmq's I/O thread, and until it has the port is in
+    /// use.
+    fn bind_live_again(&mut self) {
+        let Some(since) = self.live_unbound else {
+            return;
+        };
+        let endpoint = &self.publishing_endpoint;
+        match self.publisher.bind(endpoint) {
+            Ok(()) => self.live_unbound = None,
+            Err(e) if since.elapsed() > Duration::from_secs(5) => {
+                log::error!("log manager: cannot bind the live port {endpoint} again ({e}); still trying");
+                self.live_unbound = Some(Instant::now());
+            }
+            Err(_) => {}
         }
     }
 

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::api::Poller;
+use crate::api::{LazyClient, Poller};
 use crate::config::ApiConfig;
+use crate::curve::ClientKeys;
 use crate::error::Result;
 use crate::wire::Watermark;
 
@@ -35,10 +36,11 @@ pub(super) struct Acks {
 }
 
 impl Acks {
-    pub fn start(api: &ApiConfig, publisher_id: Arc<str>) -> Result<Acks> {
+    pub fn start(api: &ApiConfig, publisher_id: Arc<str>, keys: Option<ClientKeys>) -> Result<Acks> {
         let marks = Arc::new(Marks::default());
         let m = marks.clone();
-        let poller = Poller::start("log-acks", api, Duration::from_secs(1), ACK_POLL, move |client| {
+        let client = LazyClient::new(api, Duration::from_secs(1)).curve(keys);
+        let poller = Poller::start("log-acks", client, ACK_POLL, move |client| {
             if !m.wanted.load(Relaxed) {
                 return true;
             }

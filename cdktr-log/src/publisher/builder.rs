@@ -16,6 +16,7 @@ use super::spool::Spool;
 use super::worker::{Core, Delivery, Worker};
 use super::{Command, LogPublisher, PublisherStats};
 use crate::config::{ApiConfig, BusConfig};
+use crate::curve::ClientKeys;
 use crate::error::{Error, Result};
 use crate::stats::StatsCell;
 use crate::wire;
@@ -36,6 +37,7 @@ pub struct PublisherBuilder {
     max_message_bytes: usize,
     stall_timeout: Duration,
     adopt_orphans: bool,
+    curve: Option<ClientKeys>,
 }
 
 /// The default spool directory: `$HOME/.cdktr/spool`.
@@ -45,6 +47,13 @@ pub fn default_spool_dir() -> PathBuf {
 }
 
 impl PublisherBuilder {
+    /// Connects to the log port with CURVE, as a client with these keys
+    /// (the key's role must be `publisher` or `admin`).
+    pub fn curve(mut self, keys: ClientKeys) -> Self {
+        self.curve = Some(keys);
+        self
+    }
+
     pub(super) fn new(config: &BusConfig) -> PublisherBuilder {
         PublisherBuilder {
             config: config.clone(),
@@ -59,6 +68,7 @@ impl PublisherBuilder {
             max_message_bytes: wire::DEFAULT_MAX_MESSAGE_BYTES,
             stall_timeout: Duration::from_secs(5),
             adopt_orphans: true,
+            curve: None,
         }
     }
 
@@ -200,7 +210,7 @@ impl PublisherBuilder {
                     Some(s) => s,
                     None => own_spool(&dir, &publisher_id)?,
                 };
-                let acks = Acks::start(api, publisher_id.clone())?;
+                let acks = Acks::start(api, publisher_id.clone(), self.curve.clone())?;
                 Delivery::Acknowledged(Box::new(Acknowledged::new(
                     acks,
                     self.buffer_bytes,
@@ -211,7 +221,12 @@ impl PublisherBuilder {
             }
         };
         let watch = matches!(delivery, Delivery::Acknowledged(_));
-        let socket = PushSocket::connect(self.config.listening_endpoint(), self.send_hwm, watch)?;
+        let socket = PushSocket::connect(
+            self.config.listening_endpoint(),
+            self.send_hwm,
+            watch,
+            self.curve.as_ref(),
+        )?;
         let core = Core::new(publisher_id, self.max_message_bytes, orphan);
         Ok(Worker::new(rx, socket, delivery, core, stats))
     }

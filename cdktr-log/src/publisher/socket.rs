@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use crate::curve::ClientKeys;
 use crate::error::{Error, Result};
 
 /// Messages ZeroMQ queues per connection before `send` reports no room.
@@ -31,9 +32,12 @@ impl PushSocket {
     /// Connects to `endpoint`. `watch` adds the disconnect monitor and
     /// queues nothing for a connection that is not up: what a broken
     /// connection held is re-sent from the retention instead.
-    pub fn connect(endpoint: String, send_hwm: i32, watch: bool) -> Result<PushSocket> {
+    pub fn connect(endpoint: String, send_hwm: i32, watch: bool, curve: Option<&ClientKeys>) -> Result<PushSocket> {
         let ctx = zmq::Context::new();
         let socket = ctx.socket(zmq::PUSH).map_err(Error::zmq("create a PUSH socket"))?;
+        if let Some(keys) = curve {
+            keys.apply(&socket)?;
+        }
         socket.set_sndhwm(send_hwm).map_err(Error::zmq("set SNDHWM"))?;
         // No ZMTP heartbeats: their PINGs travel behind the data, so a
         // principal applying back-pressure answers late, the connection is

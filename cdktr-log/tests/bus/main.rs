@@ -116,3 +116,4 @@ fn join(sub: &mut LogSubscriber, publisher: &LogPublisher, workflow_id: &str) {
 mod flow;
 mod limits;
 mod pressure;
+mod security;

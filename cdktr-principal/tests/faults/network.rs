@@ -1,12 +1,14 @@
 //! A network cut shorter than the heartbeat timeout. Each side runs in a
-//! network namespace the test makes (root and `ip` needed).
+//! network namespace the test makes (root and `ip` needed), and every
+//! connection uses CURVE keys (the principal binds an address that is not
+//! loopback).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cdktr_principal::testing::workspace_binary;
+use cdktr_principal::testing::{workspace_binary, TestKeys};
 
 use crate::{started, Killed};
 
@@ -102,20 +104,22 @@ impl Drop for Net {
     }
 }
 
-fn heartbeats(net: &Net) -> u64 {
+fn heartbeats(net: &Net, keys: &TestKeys) -> u64 {
     let out = net
         .run(&net.principal_ns, &workspace_binary("cdktr-logs"))
         .args(["stats", "-o", "json", "--host", PRINCIPAL_IP])
+        .envs(keys.client_vars("reader"))
         .output()
         .unwrap();
     let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats as JSON");
     stats["heartbeats"].as_u64().expect("a heartbeat count")
 }
 
-fn timeline(net: &Net, instance: &str) -> String {
+fn timeline(net: &Net, keys: &TestKeys, instance: &str) -> String {
     let out = net
         .run(&net.principal_ns, &workspace_binary("cdktr-logs"))
         .args(["status", "-i", instance, "-o", "json", "--host", PRINCIPAL_IP])
+        .envs(keys.client_vars("reader"))
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -127,6 +131,7 @@ fn a_network_cut_shorter_than_the_heartbeat_timeout_marks_nothing_crashed() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
+    let keys = TestKeys::write(&dir.path().join("keys"));
     let principal = started(
         net.run(&net.principal_ns, Path::new(env!("CARGO_BIN_EXE_cdktr-principal")))
             .arg("--db")
@@ -139,6 +144,7 @@ fn a_network_cut_shorter_than_the_heartbeat_timeout_marks_nothing_crashed() {
                 "--flush-interval",
                 "200ms",
             ])
+            .envs(keys.principal_vars())
             .env("RUST_LOG", "warn"),
     );
 
@@ -150,6 +156,7 @@ fn a_network_cut_shorter_than_the_heartbeat_timeout_marks_nothing_crashed() {
             .env("CDKTR_AGENT_HEARTBEAT_INTERVAL_MS", "5000")
             .env("CDKTR_SPOOL_DIR", dir.path().join("spool"))
             .env("HOME", dir.path())
+            .envs(keys.client_vars("agent"))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -164,7 +171,7 @@ fn a_network_cut_shorter_than_the_heartbeat_timeout_marks_nothing_crashed() {
         .expect("the agent names its instance")
         .to_string();
     let end = Instant::now() + Duration::from_secs(60);
-    while !timeline(&net, &instance).contains("RUNNING") {
+    while !timeline(&net, &keys, &instance).contains("RUNNING") {
         assert!(Instant::now() < end, "the run never started");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -174,14 +181,14 @@ fn a_network_cut_shorter_than_the_heartbeat_timeout_marks_nothing_crashed() {
     std::thread::sleep(Duration::from_secs(2));
     net.link(false);
     std::thread::sleep(Duration::from_secs(10));
-    let before = heartbeats(&net);
+    let before = heartbeats(&net, &keys);
     net.link(true);
     // The agent's next heartbeat gets through within a second or two: not
     // at its next 5-s turn, nor behind TCP's retransmission backoff on a
     // connection opened before the cut (a failed heartbeat is tried again
     // every 250 ms, on a fresh connection).
     let back = Instant::now();
-    while heartbeats(&net) == before {
+    while heartbeats(&net, &keys) == before {
         assert!(
             back.elapsed() < Duration::from_secs(11),
             "no heartbeat after the link returned"
@@ -205,7 +212,7 @@ fn a_network_cut_shorter_than_the_heartbeat_timeout_marks_nothing_crashed() {
     };
     let rest: Vec<String> = out.lines().map_while(Result::ok).collect();
     assert!(status.success(), "{status:?}: {rest:?}");
-    let statuses = timeline(&net, &instance);
+    let statuses = timeline(&net, &keys, &instance);
     assert!(
         !statuses.contains("CRASHED"),
         "a healthy run was marked CRASHED:\n{statuses}"

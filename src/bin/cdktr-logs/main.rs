@@ -9,6 +9,7 @@
 //! cdktr-logs ui    [-i INSTANCE] [-w WORKFLOW] [--scrollback LINES]
 //! cdktr-logs sql "SELECT …" [-o table|json|csv] [--max-rows N]
 //! cdktr-logs export FILE [-w -i --task --level --since --until --grep] [--format parquet|csv|jsonl]
+//! cdktr-logs keygen NAME [--dir DIR] [--role publisher|reader|admin]
 //! ```
 //!
 //! `tail` follows the live stream, like `kubectl logs -f`. `query` reads
@@ -23,6 +24,7 @@
 //! (`cargo install cdktr-logs --no-default-features --features cli`).
 
 mod export;
+mod keygen;
 mod output;
 mod query;
 mod sql;
@@ -35,7 +37,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anstream::ColorChoice;
-use cdktr_log::config::{ENV_HOST, ENV_PRINCIPAL_PORT, ENV_PUBLISHING_PORT};
+use cdktr_log::config::{process_env, ENV_HOST, ENV_PRINCIPAL_PORT, ENV_PUBLISHING_PORT};
+use cdktr_log::curve::{ClientKeys, ENV_CURVE_SECRET_KEY, ENV_CURVE_SERVER_KEY};
 use cdktr_log::message::now_ms;
 use cdktr_log::{ApiClient, ApiConfig, BusConfig, Level};
 use clap::parser::ValueSource;
@@ -114,6 +117,18 @@ fn cli() -> Command {
             "PORT",
             "The port of the live stream (tail) [default: 5563]",
         ))
+        .arg(setting(
+            "curve-secret-key",
+            ENV_CURVE_SECRET_KEY,
+            "PATH",
+            "CURVE: this client's secret key file (NAME.key); needs --curve-server-key",
+        ))
+        .arg(setting(
+            "curve-server-key",
+            ENV_CURVE_SERVER_KEY,
+            "PATH",
+            "CURVE: the principal's public key file (its NAME.pub)",
+        ))
         .subcommand(tail::command())
         .subcommand(query::command())
         .subcommand(status::command())
@@ -121,6 +136,7 @@ fn cli() -> Command {
         .subcommand(export::command())
         .subcommand(ui::command())
         .subcommand(Command::new("stats").about("The principal's counters").arg(output()))
+        .subcommand(keygen::command())
 }
 
 /// A duration as people write it (`500ms`, `30s`, `15m`, `1h`, `2d`,
@@ -151,6 +167,7 @@ struct Principal {
     api: ApiConfig,
     bus: BusConfig,
     timeout: Duration,
+    keys: Option<ClientKeys>,
 }
 
 impl Principal {
@@ -172,11 +189,26 @@ impl Principal {
             .get_one::<Duration>("timeout")
             .copied()
             .unwrap_or(cdktr_log::api::DEFAULT_TIMEOUT);
-        Ok(Principal { api, bus, timeout })
+        // The variables, each replaced by its flag when one is given.
+        let given = |name: &str| {
+            (m.value_source(name) == Some(ValueSource::CommandLine)).then(|| m.get_one::<String>(name).cloned())
+        };
+        let keys = |var: &str| match var {
+            ENV_CURVE_SECRET_KEY => given("curve-secret-key").unwrap_or_else(|| process_env(var)),
+            ENV_CURVE_SERVER_KEY => given("curve-server-key").unwrap_or_else(|| process_env(var)),
+            _ => None,
+        };
+        let keys = ClientKeys::from_lookup(&keys)?;
+        Ok(Principal {
+            api,
+            bus,
+            timeout,
+            keys,
+        })
     }
 
     fn client(&self) -> Result<ApiClient> {
-        Ok(ApiClient::connect(&self.api)?.with_timeout(self.timeout))
+        Ok(ApiClient::connect_with(&self.api, self.keys.as_ref())?.with_timeout(self.timeout))
     }
 }
 
@@ -210,6 +242,15 @@ fn main() -> ExitCode {
         Some("never") => ColorChoice::Never,
         _ => ColorChoice::Auto,
     };
+    if let Some(("keygen", sub)) = m.subcommand() {
+        return match keygen::run(sub) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cdktr-logs: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = Principal::from(&m).and_then(|p| {
         let (name, sub) = m.subcommand().ok_or("a subcommand is needed (try --help)")?;
         let json = sub

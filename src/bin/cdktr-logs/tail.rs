@@ -65,7 +65,10 @@ pub fn run(m: &ArgMatches, p: &Principal, out: &mut Out) -> Result {
         (Some(&n), None) if n > 0 => History::Last(usize::try_from(n).unwrap_or(usize::MAX)),
         _ => History::Live,
     };
-    let mut builder = LogFollower::builder(config, &p.api).history(history).timeout(p.timeout);
+    let mut builder = LogFollower::builder(config, &p.api)
+        .history(history)
+        .timeout(p.timeout)
+        .curve(p.keys.clone());
     for w in m.get_many::<String>("workflow").into_iter().flatten() {
         builder = builder.workflow(w.clone());
     }

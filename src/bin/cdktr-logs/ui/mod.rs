@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cdktr_log::api::LazyClient;
 use clap::{value_parser, Arg, ArgMatches, Command};
 use crossbeam_channel::{bounded, select, Receiver, Sender};
 use ratatui::backend::CrosstermBackend;
@@ -123,7 +124,7 @@ pub fn run(m: &ArgMatches, p: &Principal) -> Result {
     let (keys_tx, keys) = bounded::<Msg>(256);
     let open = Arc::new(Mutex::new(None::<String>));
     let _poller = workers::poller(
-        &p.api,
+        LazyClient::new(&p.api, Duration::from_secs(2)).curve(p.keys.clone()),
         m.get_one::<String>("workflow").cloned(),
         open.clone(),
         tx.clone(),
@@ -183,6 +184,7 @@ pub fn run(m: &ArgMatches, p: &Principal) -> Result {
                     follower = Some(workers::follower(
                         p.bus.clone(),
                         p.api.clone(),
+                        p.keys.clone(),
                         instance,
                         scrollback,
                         tx.clone(),

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cdktr_log::api::Poller;
+use cdktr_log::api::{LazyClient, Poller};
+use cdktr_log::curve::ClientKeys;
 use cdktr_log::follower::{Followed, History, LogFollower};
 use cdktr_log::{ApiConfig, BusConfig, RecentWorkflows};
 
@@ -72,12 +73,12 @@ fn hand_over(tx: &Sender<Msg>, mut m: Msg, stop: &AtomicBool) -> bool {
 /// again within 250 ms). These are snapshots, each superseded by the next:
 /// one that finds the screen's queue full is skipped, never waited on.
 pub fn poller(
-    api: &ApiConfig,
+    client: LazyClient,
     workflow: Option<String>,
     open: Arc<Mutex<Option<String>>>,
     tx: Sender<Msg>,
 ) -> cdktr_log::Result<Poller> {
-    Poller::start("ui-poller", api, Duration::from_secs(2), POLL_EVERY, move |c| {
+    Poller::start("ui-poller", client, POLL_EVERY, move |c| {
         let stats = match c.call(|c| c.stats()) {
             Ok(s) => s,
             Err(e) => {
@@ -109,6 +110,7 @@ pub fn poller(
 pub fn follower(
     bus: BusConfig,
     api: ApiConfig,
+    keys: Option<ClientKeys>,
     instance: String,
     scrollback: usize,
     tx: Sender<Msg>,
@@ -120,6 +122,7 @@ pub fn follower(
                 .instance(instance.clone())
                 .history(History::Last(scrollback))
                 .timeout(Duration::from_secs(2))
+                .curve(keys.clone())
                 .connect();
             let mut f = match attached {
                 Ok(f) => f,
