@@ -62,6 +62,10 @@ impl Endpoint {
     }
 }
 
+/// The key files of a directory, sorted, each with its modification time
+/// and length: what tells a change.
+type Listing = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
 /// An allowed client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Client {
@@ -80,7 +84,7 @@ struct Inner {
     dir: PathBuf,
     keys: RwLock<Keys>,
     /// When the directory was last looked at, and what it held then.
-    seen: Mutex<(Instant, Vec<(PathBuf, Option<SystemTime>, u64)>)>,
+    seen: Mutex<(Instant, Listing)>,
     refused: AtomicU64,
     /// Reloads that removed a key.
     removals: AtomicU64,
@@ -341,7 +345,7 @@ impl Authorizer {
         self.load(listing);
     }
 
-    fn load(&self, listing: Vec<(PathBuf, Option<SystemTime>, u64)>) {
+    fn load(&self, listing: Listing) {
         let mut keys = Keys::default();
         for (path, _, _) in &listing {
             match client_of(path) {
@@ -386,7 +390,7 @@ fn client_of(path: &Path) -> Result<(PublicKey, Client)> {
 }
 
 /// The key files in `dir`, sorted, with what tells a change.
-fn list(dir: &Path) -> Result<Vec<(PathBuf, Option<SystemTime>, u64)>> {
+fn list(dir: &Path) -> Result<Listing> {
     let failed = |e: std::io::Error| Error::Key {
         path: dir.to_owned(),
         reason: format!("cannot list the authorized keys directory: {e}"),
