@@ -43,7 +43,7 @@ pub enum Error {
     },
 
     /// Keys were given but this build's libzmq has no CURVE (it was built
-    /// without libsodium: see README, "CURVE").
+    /// without libsodium: see README, "Security").
     #[error("CURVE keys were given, but this build's libzmq has no CURVE (built without libsodium)")]
     CurveUnavailable,
 

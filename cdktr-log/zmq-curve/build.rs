@@ -13,7 +13,7 @@ fn main() {
         panic!(
             "\n\ncdktr-zmq-curve: zmq-sys was built by its own build script, which links a libzmq \
              without CURVE.\nAdd the `[target.<triple>.zmq]` table from cdktr-logs' `.cargo/config.toml` \
-             to your own `.cargo/config.toml` (see the README, \"CURVE\"), or build cdktr-log \
+             to your own `.cargo/config.toml` (see the README, \"Security\"), or build cdktr-log \
              without its `curve` feature.\n\n"
         );
     }

@@ -31,7 +31,7 @@ pub enum Error {
     /// anyone who can reach it could write and read every log line.
     #[error(
         "refusing to bind {host} without CURVE keys: set CDKTR_CURVE_SECRET_KEY and CDKTR_AUTHORIZED_KEYS_DIR \
-         (README, \"CURVE\"), or pass --insecure"
+         (README, \"Security\"), or pass --insecure"
     )]
     Insecure {
         /// The host that was asked for.
