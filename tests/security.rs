@@ -116,6 +116,18 @@ fn with_curve_an_agent_delivers_a_reader_queries_and_a_wrong_role_or_no_key_gets
     assert_eq!(plain.status.code(), Some(1));
     assert!(text(&plain.stderr).contains("no answer"), "{}", text(&plain.stderr));
 
+    // A key the principal does not hold: refused at the handshake, counted.
+    let before = p.stats().refused;
+    let stranger = cdktr_log::curve::ClientKeys {
+        pair: cdktr_log::curve::KeyPair::generate().unwrap(),
+        server: keys.client("reader").server,
+    };
+    let mut client = cdktr_log::ApiClient::connect_with(&p.api_config(), Some(&stranger))
+        .unwrap()
+        .with_timeout(std::time::Duration::from_secs(1));
+    assert!(matches!(client.ping(), Err(cdktr_log::Error::Timeout { .. })));
+    assert!(p.stats().refused > before, "the stranger's key was not refused");
+
     let stats = p.stats();
     assert!(stats.refused >= 1, "{stats:?}");
     assert!(stats.persisted >= 1, "{stats:?}");
@@ -141,4 +153,35 @@ fn the_principal_will_not_bind_beyond_loopback_in_clear() {
         matches!(refused, Err(cdktr_principal::Error::Insecure { .. })),
         "{refused:?}"
     );
+}
+
+#[test]
+fn a_removed_key_is_refused_by_the_api_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = TestKeys::write(dir.path());
+    let p = local_principal()
+        .database(cdktr_store::Location::Memory)
+        .security(Security::Curve(keys.authorizer()))
+        .start()
+        .unwrap();
+    let mut reader = cdktr_log::ApiClient::connect_with(&p.api_config(), Some(&keys.client("reader"))).unwrap();
+    assert!(reader.stats().is_ok());
+    std::fs::remove_file(keys.authorized.join("reader.pub")).unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let refused = loop {
+        match reader.stats() {
+            Err(cdktr_log::Error::Api { kind, message }) => break (kind, message),
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "a removed key was still answered after 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(refused.0, cdktr_log::ErrorKind::Forbidden);
+    assert!(refused.1.contains("no longer authorized"), "{}", refused.1);
+    assert!(p.stats().refused >= 1);
+    p.shutdown().unwrap();
 }
