@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use cdktr_logs::bus::config::process_env;
 use cdktr_logs::bus::curve::ClientKeys;
 use cdktr_logs::{ApiClient, ApiConfig, BusConfig, Level, LogMessage, LogPublisher, LogQuery, LogSubscriber};
 use clap::{value_parser, Arg, ArgAction, Command};
@@ -128,7 +127,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let bus = BusConfig::from_env()?;
     let api_config = ApiConfig::from_env()?;
-    let keys = ClientKeys::from_lookup(&process_env)?;
+    let keys = ClientKeys::from_env()?;
     let mut api = ApiClient::connect_with(&api_config, keys.as_ref())?;
     api.ping()
         .map_err(|e| format!("no principal at {}: {e}", api_config.endpoint()))?;

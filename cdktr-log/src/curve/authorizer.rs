@@ -136,6 +136,14 @@ impl Authorizer {
         Ok(auth)
     }
 
+    /// From the process environment, as [`from_lookup`](Self::from_lookup).
+    ///
+    /// # Errors
+    /// As [`from_lookup`](Self::from_lookup).
+    pub fn from_env() -> Result<Option<Authorizer>> {
+        Authorizer::from_lookup(&crate::config::process_env)
+    }
+
     /// From [`ENV_CURVE_SECRET_KEY`] and [`ENV_AUTHORIZED_KEYS_DIR`]:
     /// `None` when neither is set.
     ///

@@ -131,6 +131,14 @@ impl ClientKeys {
         })
     }
 
+    /// From the process environment, as [`from_lookup`](Self::from_lookup).
+    ///
+    /// # Errors
+    /// As [`from_lookup`](Self::from_lookup).
+    pub fn from_env() -> Result<Option<ClientKeys>> {
+        ClientKeys::from_lookup(&crate::config::process_env)
+    }
+
     /// From [`ENV_CURVE_SECRET_KEY`] and [`ENV_CURVE_SERVER_KEY`]: `None`
     /// when neither is set.
     ///
