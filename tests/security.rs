@@ -40,6 +40,17 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Keys under `dir`, and an in-memory principal that allows them.
+fn secure_principal(dir: &Path) -> (TestKeys, Principal) {
+    let keys = TestKeys::write(dir);
+    let p = local_principal()
+        .database(cdktr_store::Location::Memory)
+        .security(Security::Curve(keys.authorizer()))
+        .start()
+        .unwrap();
+    (keys, p)
+}
+
 #[test]
 fn keygen_writes_a_private_secret_file_and_a_public_one_and_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
@@ -75,12 +86,7 @@ fn keygen_writes_a_private_secret_file_and_a_public_one_and_never_overwrites() {
 #[test]
 fn with_curve_an_agent_delivers_a_reader_queries_and_a_wrong_role_or_no_key_gets_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = TestKeys::write(dir.path());
-    let p = local_principal()
-        .database(cdktr_store::Location::Memory)
-        .security(Security::Curve(keys.authorizer()))
-        .start()
-        .unwrap();
+    let (keys, p) = secure_principal(dir.path());
 
     // The agent binary, with a publisher key: its line is stored.
     let mut agent = Command::new(workspace_binary("cdktr-agent"));
@@ -158,12 +164,7 @@ fn the_principal_will_not_bind_beyond_loopback_in_clear() {
 #[test]
 fn a_removed_key_is_refused_by_the_api_within_seconds() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = TestKeys::write(dir.path());
-    let p = local_principal()
-        .database(cdktr_store::Location::Memory)
-        .security(Security::Curve(keys.authorizer()))
-        .start()
-        .unwrap();
+    let (keys, p) = secure_principal(dir.path());
     let mut reader = cdktr_log::ApiClient::connect_with(&p.api_config(), Some(&keys.client("reader"))).unwrap();
     assert!(reader.stats().is_ok());
     std::fs::remove_file(keys.authorized.join("reader.pub")).unwrap();

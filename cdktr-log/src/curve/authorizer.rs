@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Certificate, KeyPair, PublicKey, Role, ENV_AUTHORIZED_KEYS_DIR, ENV_CURVE_SECRET_KEY};
-use crate::config::{env, Lookup};
+use super::{Certificate, KeyPair, PublicKey, Role, ENV_AUTHORIZED_KEYS_DIR};
+use crate::config::Lookup;
 use crate::error::{Error, Result};
 
 /// The directory is looked at again at most this often.
@@ -144,35 +144,20 @@ impl Authorizer {
         Authorizer::from_lookup(&crate::config::process_env)
     }
 
-    /// From [`ENV_CURVE_SECRET_KEY`] and [`ENV_AUTHORIZED_KEYS_DIR`]:
+    /// From [`ENV_CURVE_SECRET_KEY`](super::ENV_CURVE_SECRET_KEY) and [`ENV_AUTHORIZED_KEYS_DIR`]:
     /// `None` when neither is set.
     ///
     /// # Errors
     /// [`Error::EnvPair`] when only one is set; [`Error::InvalidEnv`] for
     /// an empty one; as [`new`](Self::new) and [`KeyPair::read`].
     pub fn from_lookup(get: Lookup<'_>) -> Result<Option<Authorizer>> {
-        let secret: Option<PathBuf> = env(ENV_CURVE_SECRET_KEY, get)?;
-        let dir: Option<PathBuf> = env(ENV_AUTHORIZED_KEYS_DIR, get)?;
         let why = "CURVE on the principal needs its own key pair and the clients' keys";
-        match (secret, dir) {
-            (None, None) => Ok(None),
-            (Some(secret), Some(dir)) => {
-                let pair = KeyPair::read(&secret).map_err(super::from_var(ENV_CURVE_SECRET_KEY))?;
-                Authorizer::new(pair, dir)
-                    .map(Some)
-                    .map_err(super::from_var(ENV_AUTHORIZED_KEYS_DIR))
-            }
-            (Some(_), None) => Err(Error::EnvPair {
-                given: ENV_CURVE_SECRET_KEY,
-                missing: ENV_AUTHORIZED_KEYS_DIR,
-                why,
-            }),
-            (None, Some(_)) => Err(Error::EnvPair {
-                given: ENV_AUTHORIZED_KEYS_DIR,
-                missing: ENV_CURVE_SECRET_KEY,
-                why,
-            }),
-        }
+        let Some((pair, dir)) = super::paired(get, ENV_AUTHORIZED_KEYS_DIR, why)? else {
+            return Ok(None);
+        };
+        Authorizer::new(pair, dir)
+            .map(Some)
+            .map_err(super::from_var(ENV_AUTHORIZED_KEYS_DIR))
     }
 
     /// The principal's public key, which clients need.

@@ -81,6 +81,27 @@ pub fn available() -> bool {
     zmq::has("curve").unwrap_or(false)
 }
 
+/// [`ENV_CURVE_SECRET_KEY`]'s key pair and the path in `other`: both set,
+/// or neither (`None`).
+///
+/// # Errors
+/// [`Error::EnvPair`] when only one is set (`why` says why both are
+/// needed); [`Error::InvalidEnv`]; [`Error::Key`] for the key pair.
+pub(crate) fn paired(get: Lookup<'_>, other: &'static str, why: &'static str) -> Result<Option<(KeyPair, PathBuf)>> {
+    let secret: Option<PathBuf> = env(ENV_CURVE_SECRET_KEY, get)?;
+    let path: Option<PathBuf> = env(other, get)?;
+    let (given, missing) = match (secret, path) {
+        (None, None) => return Ok(None),
+        (Some(secret), Some(path)) => {
+            let pair = KeyPair::read(&secret).map_err(from_var(ENV_CURVE_SECRET_KEY))?;
+            return Ok(Some((pair, path)));
+        }
+        (Some(_), None) => (ENV_CURVE_SECRET_KEY, other),
+        (None, Some(_)) => (other, ENV_CURVE_SECRET_KEY),
+    };
+    Err(Error::EnvPair { given, missing, why })
+}
+
 /// A key file's error, saying which variable named the file.
 pub(crate) fn from_var(var: &'static str) -> impl Fn(Error) -> Error {
     move |e| match e {
@@ -146,30 +167,15 @@ impl ClientKeys {
     /// [`Error::EnvPair`] when only one is set; [`Error::InvalidEnv`] for
     /// an empty one; [`Error::Key`] as [`read`](Self::read).
     pub fn from_lookup(get: Lookup<'_>) -> Result<Option<ClientKeys>> {
-        let secret: Option<PathBuf> = env(ENV_CURVE_SECRET_KEY, get)?;
-        let server: Option<PathBuf> = env(ENV_CURVE_SERVER_KEY, get)?;
         let why = "a CURVE client needs its own key pair and the principal's public key";
-        match (secret, server) {
-            (None, None) => Ok(None),
-            (Some(secret), Some(server)) => {
-                let pair = KeyPair::read(&secret).map_err(from_var(ENV_CURVE_SECRET_KEY))?;
-                let server = Certificate::read(&server).map_err(from_var(ENV_CURVE_SERVER_KEY))?;
-                Ok(Some(ClientKeys {
-                    pair,
-                    server: server.public,
-                }))
-            }
-            (Some(_), None) => Err(Error::EnvPair {
-                given: ENV_CURVE_SECRET_KEY,
-                missing: ENV_CURVE_SERVER_KEY,
-                why,
-            }),
-            (None, Some(_)) => Err(Error::EnvPair {
-                given: ENV_CURVE_SERVER_KEY,
-                missing: ENV_CURVE_SECRET_KEY,
-                why,
-            }),
-        }
+        let Some((pair, server)) = paired(get, ENV_CURVE_SERVER_KEY, why)? else {
+            return Ok(None);
+        };
+        let server = Certificate::read(&server).map_err(from_var(ENV_CURVE_SERVER_KEY))?;
+        Ok(Some(ClientKeys {
+            pair,
+            server: server.public,
+        }))
     }
 
     /// Makes `socket` a CURVE client with these keys (before it connects).

@@ -13,6 +13,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use super::relisten::Relisten;
 use super::ManagerStats;
 use crate::error::{Error, Result};
 
@@ -27,15 +28,12 @@ static MONITORS: AtomicU64 = AtomicU64::new(0);
 pub(super) struct Connections {
     monitor: zmq::Socket,
     /// Where the PULL socket listens, to bind again after a pause.
-    endpoint: String,
+    listener: Relisten,
     /// The soft `RLIMIT_NOFILE`, where it can be read.
     limit: Option<u64>,
     /// Descriptors kept free for everything but log connections.
     reserve: u64,
     refusing_since: Option<Instant>,
-    /// Unbound to close every connection (a key was removed), since then:
-    /// bound again as soon as libzmq lets the port go.
-    rebinding: Option<Instant>,
     checked: Instant,
     noticed: Option<Instant>,
     /// The hard limit on a frame, for the notice.
@@ -57,48 +55,21 @@ impl Connections {
         let limit = descriptor_limit();
         Ok(Connections {
             monitor,
-            endpoint: endpoint.to_owned(),
+            listener: Relisten::new(endpoint, "log port"),
             limit,
             reserve: limit.map_or(0, |l| (l / 10).max(32)),
             refusing_since: None,
-            rebinding: None,
             checked: Instant::now(),
             noticed: None,
             hard_limit,
         })
     }
 
-    /// Closes every connection: unbinding closes those accepted through
-    /// the endpoint. [`update`](Self::update) binds it again.
-    pub fn unbind(&mut self, pull: &zmq::Socket) {
-        if self.refusing_since.is_some() || self.rebinding.is_some() {
-            return; // closed already
-        }
-        match pull.unbind(&self.endpoint) {
-            Ok(()) => self.rebinding = Some(Instant::now()),
-            Err(e) => log::error!(
-                "log manager: cannot close the log port {}'s connections: {e}",
-                self.endpoint
-            ),
-        }
-    }
-
-    /// Binds again after [`unbind`](Self::unbind): unbinding finishes on
-    /// libzmq's I/O thread, and until it has the port is in use.
-    fn bind_again(&mut self, pull: &zmq::Socket) {
-        let Some(since) = self.rebinding else {
-            return;
-        };
-        match pull.bind(&self.endpoint) {
-            Ok(()) => self.rebinding = None,
-            Err(e) if since.elapsed() > Duration::from_secs(5) => {
-                log::error!(
-                    "log manager: cannot bind the log port {} again ({e}); still trying",
-                    self.endpoint
-                );
-                self.rebinding = Some(Instant::now());
-            }
-            Err(_) => {}
+    /// Closes every connection (unless it is refusing them already);
+    /// [`update`](Self::update) listens again.
+    pub fn close_all(&mut self, pull: &zmq::Socket) {
+        if self.refusing_since.is_none() {
+            self.listener.unbind(pull);
         }
     }
 
@@ -109,7 +80,7 @@ impl Connections {
     /// Takes the monitor's events, and refuses or takes new connections
     /// again as descriptors run short or come back.
     pub fn update(&mut self, pull: &zmq::Socket, stats: &mut ManagerStats) {
-        self.bind_again(pull);
+        self.listener.bind_again(pull);
         let mut accepted = false;
         while let Ok(event) = self.monitor.recv_multipart(zmq::DONTWAIT) {
             let Some(id) = event
@@ -157,8 +128,11 @@ impl Connections {
         };
         match self.refusing_since {
             None if used + self.reserve >= limit => {
-                if let Err(e) = pull.unbind(&self.endpoint) {
-                    log::error!("log manager: cannot stop listening on {}: {e}", self.endpoint);
+                if let Err(e) = pull.unbind(self.listener.endpoint()) {
+                    log::error!(
+                        "log manager: cannot stop listening on {}: {e}",
+                        self.listener.endpoint()
+                    );
                     return;
                 }
                 self.refusing_since = Some(Instant::now());
@@ -173,8 +147,8 @@ impl Connections {
                 );
             }
             Some(since) if used + 2 * self.reserve < limit && since.elapsed() >= RECHECK => {
-                if let Err(e) = pull.bind(&self.endpoint) {
-                    log::error!("log manager: cannot listen again on {}: {e}", self.endpoint);
+                if let Err(e) = pull.bind(self.listener.endpoint()) {
+                    log::error!("log manager: cannot listen again on {}: {e}", self.listener.endpoint());
                     return;
                 }
                 self.refusing_since = None;

@@ -2,25 +2,28 @@
 //! hand-off to in-process sinks such as the Persister.
 
 mod connections;
+mod forwarder;
+mod relisten;
 mod streams;
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::Sender;
 
 use connections::Connections;
+use forwarder::{Forwarder, Sink};
+use relisten::Relisten;
 use streams::Streams;
 
-use crate::budget::{envelope_bytes, ByteBudget};
+use crate::budget::ByteBudget;
 use crate::config::BusConfig;
-use crate::curve::{Authorizer, Endpoint, ZapHandler};
+use crate::curve::{Authorizer, Endpoint};
 use crate::error::{Error, Result};
-use crate::inbox::Inbox;
 use crate::stats::StatsCell;
-use crate::wire::{self, Envelope, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::wire::{Envelope, DEFAULT_MAX_MESSAGE_BYTES};
 
 /// The running log manager; shuts down and joins its thread on
 /// [`shutdown`](Self::shutdown) or drop.
@@ -201,8 +204,7 @@ impl ManagerBuilder {
             stats: ManagerStats::default(),
             last_reject_warning: None,
             streams: Streams::default(),
-            publishing_endpoint: publishing_endpoint.clone(),
-            live_unbound: None,
+            live: Relisten::new(&publishing_endpoint, "live port"),
             removals_seen: self.authorizer.as_ref().map_or(0, Authorizer::removals),
             authorizer: self.authorizer,
             _zap: zap,
@@ -298,257 +300,6 @@ fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<String> {
 
 fn port_of(endpoint: &str) -> u16 {
     endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
-}
-
-/// A sink's channel, and the byte budget its receiver releases, if any.
-struct Sink {
-    tx: Sender<Envelope>,
-    budget: Option<Arc<ByteBudget>>,
-}
-
-struct Forwarder {
-    _ctx: zmq::Context,
-    pull: zmq::Socket,
-    connections: Connections,
-    publisher: zmq::Socket,
-    sinks: Vec<Sink>,
-    max: usize,
-    stop: Arc<AtomicBool>,
-    counters: Arc<StatsCell<ManagerStats>>,
-    stats: ManagerStats,
-    last_reject_warning: Option<Instant>,
-    streams: Streams,
-    publishing_endpoint: String,
-    /// Since when the live port is waiting to be bound again.
-    live_unbound: Option<Instant>,
-    authorizer: Option<Authorizer>,
-    /// The authorizer's removals when the sockets were last bound.
-    removals_seen: u64,
-    /// Dropped after the sockets (fields drop in order).
-    _zap: Option<ZapHandler>,
-}
-
-/// Messages handled between two looks at the stop flag and counter updates.
-const BATCH: usize = 4096;
-
-impl Forwarder {
-    fn run(mut self) {
-        let mut inbox = Inbox::new();
-        loop {
-            let stopping = self.stop.load(Relaxed);
-            let mut n = 0;
-            while n < BATCH && self.forward_one(&mut inbox) {
-                n += 1;
-            }
-            self.connections.update(&self.pull, &mut self.stats);
-            self.drop_removed_keys();
-            self.bind_live_again();
-            self.answer_marks();
-            self.publish_stats();
-            if stopping && n < BATCH {
-                // Everything ZeroMQ had received before the stop is handled.
-                break;
-            }
-            if n == 0 {
-                let mut items = [
-                    self.pull.as_poll_item(zmq::POLLIN),
-                    self.connections.monitor().as_poll_item(zmq::POLLIN),
-                    self.publisher.as_poll_item(zmq::POLLIN),
-                ];
-                if let Err(e) = zmq::poll(&mut items, 50) {
-                    log::error!("log manager: poll failed: {e}");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
-    }
-
-    /// Once a key is removed from the authorized keys, closes every
-    /// connection: unbinding an endpoint closes those accepted through it.
-    /// Clients reconnect and shake hands again, a removed key in vain;
-    /// acknowledged publishers re-send what was in flight.
-    fn drop_removed_keys(&mut self) {
-        let Some(auth) = &self.authorizer else {
-            return;
-        };
-        let removals = auth.removals();
-        if removals == self.removals_seen {
-            return;
-        }
-        self.removals_seen = removals;
-        log::warn!("log manager: a key was removed; closing every log and live connection so that clients reconnect");
-        self.connections.unbind(&self.pull);
-        let endpoint = &self.publishing_endpoint;
-        match self.publisher.unbind(endpoint) {
-            Ok(()) => self.live_unbound = Some(Instant::now()),
-            Err(e) => log::error!("log manager: cannot close the live port {endpoint}'s connections: {e}"),
-        }
-    }
-
-    /// Binds the live port again after [`drop_removed_keys`]: unbinding
-    /// finishes on libzmq's I/O thread, and until it has the port is in
-    /// use.
-    fn bind_live_again(&mut self) {
-        let Some(since) = self.live_unbound else {
-            return;
-        };
-        let endpoint = &self.publishing_endpoint;
-        match self.publisher.bind(endpoint) {
-            Ok(()) => self.live_unbound = None,
-            Err(e) if since.elapsed() > Duration::from_secs(5) => {
-                log::error!("log manager: cannot bind the live port {endpoint} again ({e}); still trying");
-                self.live_unbound = Some(Instant::now());
-            }
-            Err(_) => {}
-        }
-    }
-
-    /// Receives and handles one message; false when none was waiting.
-    fn forward_one(&mut self, inbox: &mut Inbox) -> bool {
-        match inbox.recv(&self.pull) {
-            Ok(true) => {}
-            Ok(false) => return false,
-            Err(e) => {
-                log::error!("log manager: receive failed: {e}");
-                return false;
-            }
-        }
-        self.stats.received += 1;
-        match inbox.decode(self.max) {
-            Ok(env) => {
-                let (topic, body) = inbox.take();
-                let fresh = self.streams.fresh(&env.publisher_id, env.seq, &mut self.stats);
-                if fresh {
-                    // PUB never blocks: a slow subscriber loses its own copy.
-                    if self.publisher.send(topic, zmq::SNDMORE | zmq::DONTWAIT).is_ok() {
-                        let _ = self.publisher.send(body, zmq::DONTWAIT);
-                    }
-                    self.stats.forwarded += 1;
-                } else {
-                    self.stats.replayed += 1;
-                }
-                self.deliver(env);
-            }
-            Err(e) => {
-                self.stats.rejected += 1;
-                self.warn_reject(&e);
-            }
-        }
-        true
-    }
-
-    /// Reads the subscriptions that came in and answers each marker
-    /// subscription with its marker (`docs/wire-format.md`, "Markers").
-    /// Subscriptions are applied in the order each subscriber made them,
-    /// so when the marker reaches it, its earlier subscriptions are in
-    /// force; and every line forwarded before is already with the sinks.
-    fn answer_marks(&mut self) {
-        while let Ok(frame) = self.publisher.recv_bytes(zmq::DONTWAIT) {
-            if let [1, topic @ ..] = frame.as_slice() {
-                if topic.starts_with(wire::MARK_PREFIX) {
-                    self.stats.marks += 1;
-                    if self.publisher.send(topic, zmq::SNDMORE | zmq::DONTWAIT).is_ok() {
-                        let _ = self.publisher.send(&[][..], zmq::DONTWAIT);
-                    }
-                }
-            }
-        }
-    }
-
-    fn deliver(&mut self, env: Envelope) {
-        let n = self.sinks.len();
-        let mut env = Some(env);
-        for i in 0..n {
-            let item = if i + 1 == n {
-                env.take().expect("moved once")
-            } else {
-                env.clone().expect("present")
-            };
-            let bytes = self.sinks[i].budget.as_ref().map(|_| envelope_bytes(&item));
-            if let Some(n) = bytes {
-                self.wait_for_budget(i, n);
-            }
-            match self.sinks[i].tx.try_send(item) {
-                Ok(()) => {}
-                Err(TrySendError::Full(item)) => self.wait_for_sink(i, item),
-                Err(TrySendError::Disconnected(_)) => self.sink_gone(i, bytes),
-            }
-        }
-    }
-
-    /// Waits until the sink's queue has room for `n` more bytes: a full
-    /// one holds the manager up as a full channel does.
-    fn wait_for_budget(&mut self, i: usize, n: usize) {
-        let budget = self.sinks[i].budget.clone().expect("a budgeted sink");
-        if budget.acquire(n, Duration::ZERO) {
-            return;
-        }
-        let start = Instant::now();
-        while !budget.acquire(n, Duration::from_millis(100)) {
-            // An empty channel holds none of those bytes (a receiver that
-            // does not release them): go on rather than wait forever.
-            if self.sinks[i].tx.is_empty() {
-                budget.release(budget.used());
-            }
-            let mut live = self.stats;
-            live.sink_blocked += start.elapsed();
-            self.counters.publish(&live);
-        }
-        self.stats.sink_blocked += start.elapsed();
-    }
-
-    fn wait_for_sink(&mut self, i: usize, mut item: Envelope) {
-        let start = Instant::now();
-        loop {
-            match self.sinks[i].tx.send_timeout(item, Duration::from_millis(100)) {
-                Ok(()) => break,
-                Err(SendTimeoutError::Timeout(back)) => {
-                    item = back;
-                    // Keep the counters live while a sink holds us up.
-                    let mut live = self.stats;
-                    live.sink_blocked += start.elapsed();
-                    self.counters.publish(&live);
-                }
-                Err(SendTimeoutError::Disconnected(back)) => {
-                    let bytes = self.sinks[i].budget.as_ref().map(|_| envelope_bytes(&back));
-                    self.sink_gone(i, bytes);
-                    break;
-                }
-            }
-        }
-        self.stats.sink_blocked += start.elapsed();
-    }
-
-    fn sink_gone(&mut self, i: usize, bytes: Option<usize>) {
-        if let (Some(budget), Some(n)) = (&self.sinks[i].budget, bytes) {
-            budget.release(n);
-        }
-        self.stats.sink_lost += 1;
-        if self.stats.sink_lost == 1 || self.stats.sink_lost.is_power_of_two() {
-            log::error!(
-                "log manager: a sink has gone; {} message(s) not delivered to it",
-                self.stats.sink_lost
-            );
-        }
-    }
-
-    fn warn_reject(&mut self, e: &Error) {
-        let now = Instant::now();
-        if self
-            .last_reject_warning
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(5))
-        {
-            self.last_reject_warning = Some(now);
-            log::warn!(
-                "log manager: rejected a malformed message ({} so far): {e}",
-                self.stats.rejected
-            );
-        }
-    }
-
-    fn publish_stats(&self) {
-        self.counters.publish(&self.stats);
-    }
 }
 
 impl std::fmt::Debug for LogManager {

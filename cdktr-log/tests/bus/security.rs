@@ -162,27 +162,23 @@ fn live() -> Live {
 
 #[test]
 fn a_reader_key_follows_the_live_stream_and_a_publisher_key_cannot() {
-    let Live {
-        keys,
-        manager,
-        auth,
-        agent,
-        mut reader,
-        ..
-    } = live();
-    let config = manager.config().clone();
+    let mut l = live();
 
-    let before = auth.refused();
-    let mut wrong = LogSubscriber::builder(&config)
-        .curve(keys.agent.clone())
+    let before = l.auth.refused();
+    let mut wrong = LogSubscriber::builder(l.manager.config())
+        .curve(l.keys.agent.clone())
         .connect()
         .unwrap();
     assert!(
-        wait_until(|| auth.refused() > before),
+        wait_until(|| l.auth.refused() > before),
         "a publisher key was let onto the live port"
     );
-    agent.publish(msg("wf-live", "after")).unwrap();
-    let e = reader.recv_timeout(WAIT).unwrap().expect("the reader gets the line");
+    l.agent.publish(msg("wf-live", "after")).unwrap();
+    let e = l
+        .reader
+        .recv_timeout(WAIT)
+        .unwrap()
+        .expect("the l.reader gets the line");
     assert_eq!(e.message.payload, "after");
     assert!(wrong.recv_timeout(Duration::from_millis(500)).unwrap().is_none());
 }
@@ -265,30 +261,22 @@ fn a_key_added_at_runtime_gets_in_and_once_removed_its_connections_are_closed() 
 
 #[test]
 fn a_stranger_or_a_plain_client_gets_nothing_from_the_live_port() {
-    let Live {
-        keys,
-        manager,
-        auth,
-        agent,
-        mut reader,
-        ..
-    } = live();
-    let config = manager.config().clone();
-    let mut stranger = LogSubscriber::builder(&config)
-        .curve(stranger(&keys.server))
+    let mut l = live();
+    let mut stranger = LogSubscriber::builder(l.manager.config())
+        .curve(stranger(&l.keys.server))
         .connect()
         .unwrap();
-    let mut plain = LogSubscriber::builder(&config).connect().unwrap();
+    let mut plain = LogSubscriber::builder(l.manager.config()).connect().unwrap();
     assert!(
-        wait_until(|| auth.refused() >= 1),
+        wait_until(|| l.auth.refused() >= 1),
         "a stranger's key was let onto the live port"
     );
-    agent.publish(msg("wf-live", "secret")).unwrap();
+    l.agent.publish(msg("wf-live", "secret")).unwrap();
     assert_eq!(
-        reader
+        l.reader
             .recv_timeout(WAIT)
             .unwrap()
-            .expect("the reader gets it")
+            .expect("the l.reader gets it")
             .message
             .payload,
         "secret"
