@@ -196,8 +196,15 @@ fn api_socket(op: &'static str) -> impl FnOnce(zmq::Error) -> crate::Error {
 /// Interrupts queries at their deadline.
 #[derive(Default)]
 struct Watchdog {
-    running: Mutex<Vec<Running>>,
+    state: Mutex<Watched>,
     started: Condvar,
+}
+
+#[derive(Default)]
+struct Watched {
+    running: Vec<Running>,
+    /// When the watchdog wakes next (`None` while it is not waiting).
+    wakes_at: Option<Instant>,
 }
 
 struct Running {
@@ -209,10 +216,10 @@ struct Running {
 
 impl Watchdog {
     fn run(&self, stop: &AtomicBool) {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         while !stop.load(Relaxed) {
             let now = Instant::now();
-            running.retain(|r| {
+            state.running.retain(|r| {
                 if now < r.deadline {
                     return true;
                 }
@@ -220,25 +227,34 @@ impl Watchdog {
                 r.handle.interrupt();
                 false
             });
-            let next = running.iter().map(|r| r.deadline).min();
+            let next = state.running.iter().map(|r| r.deadline).min();
             let wait = next.map_or(WATCH_EVERY, |d| d.saturating_duration_since(now).min(WATCH_EVERY));
-            running = self
+            state.wakes_at = Some(now + wait);
+            state = self
                 .started
-                .wait_timeout(running, wait)
+                .wait_timeout(state, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            state.wakes_at = None;
         }
     }
 
     fn watch(&self, r: Running) {
-        self.running.lock().unwrap_or_else(|e| e.into_inner()).push(r);
-        self.started.notify_one();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Woken only for a deadline before its next look: a thread woken
+        // per query costs each query a context switch.
+        let early = state.wakes_at.is_some_and(|at| r.deadline < at);
+        state.running.push(r);
+        if early {
+            self.started.notify_one();
+        }
     }
 
     fn done(&self, id: u64) {
-        self.running
+        self.state
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .running
             .retain(|r| r.id != id);
     }
 }

@@ -109,8 +109,11 @@ impl ApiClient {
                 })
             }
         }
-        match self.socket.recv_bytes(0) {
-            Ok(bytes) => Response::from_bytes(&bytes),
+        // Read where ZeroMQ received it: a page is ~250 KB, and a copy of
+        // it was a fresh allocation, its pages faulted in, per call.
+        let mut reply = zmq::Message::new();
+        match self.socket.recv(&mut reply, 0) {
+            Ok(()) => Response::from_bytes(&reply),
             Err(zmq::Error::EAGAIN) => Err(timeout()),
             Err(e) => Err(Error::Zmq {
                 op: "receive a reply",

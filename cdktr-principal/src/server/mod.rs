@@ -196,9 +196,7 @@ impl ApiThread {
                 std::thread::sleep(TICK);
             }
             // Replies first: they free the clients that waited longest.
-            while let Ok(frames) = self.replies.recv_multipart(zmq::DONTWAIT) {
-                self.send(frames);
-            }
+            while self.forward_reply() {}
             // A bounded number per round, so that replies keep flowing.
             for _ in 0..256 {
                 match self.recv() {
@@ -218,11 +216,7 @@ impl ApiThread {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             match self.replies.poll(zmq::POLLIN, 100) {
-                Ok(n) if n > 0 => {
-                    while let Ok(frames) = self.replies.recv_multipart(zmq::DONTWAIT) {
-                        let _ = self.router.send_multipart(frames, zmq::DONTWAIT);
-                    }
-                }
+                Ok(n) if n > 0 => while self.forward_reply() {},
                 // Only the server and this thread hold the counters once
                 // every worker has finished.
                 _ if Arc::strong_count(&self.counters) <= 2 => break,
@@ -235,6 +229,36 @@ impl ApiThread {
         let c = &self.counters;
         c.crashed.store(self.liveness.crashed, Relaxed);
         c.live_agents.store(self.liveness.live_agents() as u64, Relaxed);
+    }
+
+    /// Hands one worker's reply to its client, frame by frame as ZeroMQ
+    /// holds them (a page is not copied); false when none was waiting.
+    fn forward_reply(&self) -> bool {
+        let (mut flags, mut sending) = (zmq::DONTWAIT, true);
+        loop {
+            let mut frame = zmq::Message::new();
+            if self.replies.recv(&mut frame, flags).is_err() {
+                // Only the first frame can be missing: a message's frames
+                // arrive together.
+                return false;
+            }
+            flags = 0;
+            let more = frame.get_more();
+            if sending {
+                let send = self
+                    .router
+                    .send(frame, zmq::DONTWAIT | if more { zmq::SNDMORE } else { 0 });
+                if let Err(e) = send {
+                    // The client went away or stopped reading: its loss
+                    // alone; the rest of its frames are read and dropped.
+                    log::debug!("api: reply not sent: {e}");
+                    sending = false;
+                }
+            }
+            if !more {
+                return true;
+            }
+        }
     }
 
     fn send(&self, frames: Vec<Vec<u8>>) {

@@ -217,6 +217,33 @@ fn a_batch_reaching_the_size_is_written_without_waiting_for_the_interval() {
 }
 
 #[test]
+fn flush_older_than_writes_only_once_a_line_has_waited_that_long() {
+    let store = Store::open_in_memory().unwrap();
+    let config = PersisterConfig {
+        flush_interval: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let persister = Persister::start(&store, config).unwrap();
+    persister.sender().send(env("p", 1, message(0))).unwrap();
+    let end = Instant::now() + WAIT;
+    while persister.stats().pending < 1 {
+        assert!(Instant::now() < end, "the line was never taken");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Younger than an hour: answered without a write.
+    persister.flush_older_than(Duration::from_secs(3600), WAIT).unwrap();
+    assert_eq!((persister.stats().persisted, persister.stats().batches), (0, 0));
+    // Older than 50 ms, soon: written by the call, not by the hour's timer.
+    while persister.stats().persisted < 1 {
+        assert!(Instant::now() < end, "never written");
+        persister.flush_older_than(Duration::from_millis(50), WAIT).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(persister.stats().batches, 1);
+    assert_eq!(store.query_logs(&all_of(LogQuery::default())).unwrap().len(), 1);
+}
+
+#[test]
 fn shutdown_mid_batch_writes_it_and_reopening_keeps_data_and_marks() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keep.db");

@@ -17,7 +17,7 @@ use super::writer::Writer;
 
 mod write;
 
-use super::{Ctrl, HashMap, Marks, PersisterConfig, PersisterStats, Watermark, SHARE_EVERY};
+use super::{Ctrl, HashMap, Marks, Oldest, PersisterConfig, PersisterStats, Watermark, SHARE_EVERY};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use write::{InFlight, Take};
@@ -66,6 +66,8 @@ pub(super) struct Worker {
     lost: Vec<(String, u64, u64)>,
     stats: PersisterStats,
     counters: Arc<StatsCell<PersisterStats>>,
+    /// When the oldest unwritten line was taken, for queries.
+    oldest: Arc<Oldest>,
     written: Marks,
     shared_at: Instant,
     /// Accepted marks moved since they were last shared.
@@ -88,7 +90,7 @@ impl Worker {
         ctrl: Receiver<Ctrl>,
         config: PersisterConfig,
         (marks, publishers, next_line): (HashMap<String, u64>, Publishers, u64),
-        (counters, failures): (Arc<StatsCell<PersisterStats>>, Arc<AtomicU32>),
+        (counters, failures, oldest): (Arc<StatsCell<PersisterStats>>, Arc<AtomicU32>, Arc<Oldest>),
         written: Marks,
     ) -> Result<Worker> {
         let db = match store.location() {
@@ -111,6 +113,7 @@ impl Worker {
             lost: Vec::new(),
             stats: PersisterStats::default(),
             counters,
+            oldest,
             written,
             shared_at: Instant::now(),
             dirty: false,
@@ -178,8 +181,7 @@ impl Worker {
                     }
                     Ok(Ctrl::FlushOlder(age, reply)) => {
                         self.take_waiting();
-                        let oldest = self.in_flight.as_ref().and_then(|f| f.since).or(self.pending_since);
-                        if oldest.is_some_and(|t| t.elapsed() >= age) {
+                        if self.oldest_unwritten().is_some_and(|t| t.elapsed() >= age) {
                             let _ = reply.send(self.flush());
                             next_flush = Instant::now() + self.config.flush_interval;
                         } else {
@@ -377,7 +379,13 @@ impl Worker {
         }
     }
 
+    /// When the oldest line not yet written was taken.
+    fn oldest_unwritten(&self) -> Option<Instant> {
+        self.in_flight.as_ref().and_then(|f| f.since).or(self.pending_since)
+    }
+
     fn publish_stats(&mut self) {
+        self.oldest.set(self.oldest_unwritten());
         self.stats.pending = (self.pending.len() + self.in_flight.as_ref().map_or(0, |f| f.lines)) as u64;
         self.stats.space_low = self.space.low;
         self.stats.free_space_bytes = self.space.free;
