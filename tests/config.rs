@@ -35,6 +35,11 @@ const CASES: &[(&str, &[&str], &[&str])] = &[
     ("CDKTR_DB_PATH", &["", "  "], &[PRINCIPAL]),
     ("CDKTR_DB_MEMORY_LIMIT", &["lots", "12", "1 parsec", ""], &[PRINCIPAL]),
     ("CDKTR_DB_THREADS", &["abc", "0", "-2", ""], &[PRINCIPAL]),
+    (
+        "CDKTR_DB_CHECKPOINT_THRESHOLD",
+        &["big", "16", "1 parsec", ""],
+        &[PRINCIPAL],
+    ),
     ("CDKTR_QUERY_TIMEOUT_MS", &["abc", "0", "-1", ""], &[PRINCIPAL]),
     ("CDKTR_DB_MIN_FREE_SPACE", &["lots", "-1GB", "101%", ""], &[PRINCIPAL]),
     ("CDKTR_AGENT_HEARTBEAT_TIMEOUT_MS", &["abc", "0", ""], &[PRINCIPAL]),

@@ -18,8 +18,8 @@ use cdktr_store::{Location, MemoryLimit, Persister, PersisterConfig, Store};
 use crate::security::{is_loopback, Security};
 use crate::{
     default_db_path, server, Principal, Result, DEFAULT_FILE_MEMORY_LIMIT, DEFAULT_HEARTBEAT_TIMEOUT,
-    DEFAULT_QUERY_TIMEOUT, ENV_DB_MEMORY_LIMIT, ENV_DB_PATH, ENV_DB_THREADS, ENV_HEARTBEAT_TIMEOUT_MS,
-    ENV_QUERY_TIMEOUT_MS,
+    DEFAULT_QUERY_TIMEOUT, ENV_DB_CHECKPOINT_THRESHOLD, ENV_DB_MEMORY_LIMIT, ENV_DB_PATH, ENV_DB_THREADS,
+    ENV_HEARTBEAT_TIMEOUT_MS, ENV_QUERY_TIMEOUT_MS,
 };
 
 /// Configures a [`Principal`].
@@ -37,6 +37,7 @@ pub struct PrincipalBuilder {
     query_delay: Duration,
     db_memory_limit: Option<String>,
     db_threads: Option<u32>,
+    db_checkpoint_threshold: Option<String>,
     archive: ArchiveConfig,
     archive_dir: Option<PathBuf>,
     security: Security,
@@ -56,6 +57,7 @@ impl PrincipalBuilder {
             query_delay: Duration::ZERO,
             db_memory_limit: None,
             db_threads: None,
+            db_checkpoint_threshold: None,
             archive: ArchiveConfig::default(),
             archive_dir: None,
             security: Security::default(),
@@ -66,7 +68,7 @@ impl PrincipalBuilder {
     /// and ports (`CDKTR_PRINCIPAL_HOST`, `CDKTR_PRINCIPAL_PORT`,
     /// `CDKTR_LOGS_LISTENING_PORT`, `CDKTR_LOGS_PUBLISHING_PORT`), the
     /// database (`CDKTR_DB_PATH`, `CDKTR_DB_MEMORY_LIMIT`,
-    /// `CDKTR_DB_THREADS`), `CDKTR_LOG_FLUSH_INTERVAL_MS` and
+    /// `CDKTR_DB_THREADS`, `CDKTR_DB_CHECKPOINT_THRESHOLD`), `CDKTR_LOG_FLUSH_INTERVAL_MS` and
     /// `CDKTR_AGENT_HEARTBEAT_TIMEOUT_MS`, and CURVE
     /// (`CDKTR_CURVE_SECRET_KEY` with `CDKTR_AUTHORIZED_KEYS_DIR`). The
     /// binary reads them this way
@@ -96,6 +98,9 @@ impl PrincipalBuilder {
         }
         if let Some(n) = env::<NonZeroU32>(ENV_DB_THREADS, get)? {
             b.db_threads = Some(n.get());
+        }
+        if let Some(MemoryLimit(size)) = env(ENV_DB_CHECKPOINT_THRESHOLD, get)? {
+            b.db_checkpoint_threshold = Some(size);
         }
         if let Some(interval) = env(ENV_FLUSH_INTERVAL_MS, get)? {
             b.persister.flush_interval = interval;
@@ -204,6 +209,15 @@ impl PrincipalBuilder {
         self
     }
 
+    /// How much write-ahead log DuckDB gathers before it checkpoints, e.g.
+    /// `256MB` (default: DuckDB's, `16MB`): larger trades the live
+    /// stream's worst pauses for lines per second
+    /// ([`Store::set_checkpoint_threshold`]).
+    pub fn db_checkpoint_threshold(mut self, size: impl Into<String>) -> Self {
+        self.db_checkpoint_threshold = Some(size.into());
+        self
+    }
+
     /// DuckDB's thread count (default: DuckDB's, one per core).
     pub fn db_threads(mut self, threads: u32) -> Self {
         self.db_threads = Some(threads);
@@ -295,6 +309,9 @@ impl PrincipalBuilder {
         }
         if let Some(n) = self.db_threads {
             store.set_threads(n)?;
+        }
+        if let Some(size) = &self.db_checkpoint_threshold {
+            store.set_checkpoint_threshold(size)?;
         }
         let archive_dir = self.archive_dir.clone().or_else(|| match &self.database {
             Location::File(db) => Some(db.parent().unwrap_or(Path::new(".")).join("archive")),

@@ -57,6 +57,9 @@ pub const DEFAULT_FILE_MEMORY_LIMIT: &str = "128MB";
 pub const ENV_DB_PATH: &str = "CDKTR_DB_PATH";
 /// Env var capping DuckDB's buffer memory (a DuckDB size, e.g. `1GB`).
 pub const ENV_DB_MEMORY_LIMIT: &str = "CDKTR_DB_MEMORY_LIMIT";
+/// Env var setting how much write-ahead log DuckDB gathers before it
+/// checkpoints (a DuckDB size; DuckDB's default, `16MB`, unless set).
+pub const ENV_DB_CHECKPOINT_THRESHOLD: &str = "CDKTR_DB_CHECKPOINT_THRESHOLD";
 /// Env var setting DuckDB's thread count.
 pub const ENV_DB_THREADS: &str = "CDKTR_DB_THREADS";
 

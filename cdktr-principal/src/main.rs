@@ -26,7 +26,7 @@ fn cli() -> Command {
     Command::new("cdktr-principal")
         .about("The cdktr principal: receives, fans out, stores and serves workflow logs")
         .after_help(
-            "Also read from the environment: CDKTR_DB_MEMORY_LIMIT, CDKTR_DB_THREADS (README).\n\
+            "Also read from the environment: CDKTR_DB_MEMORY_LIMIT, CDKTR_DB_THREADS, CDKTR_DB_CHECKPOINT_THRESHOLD (README).\n\
              SIGINT or SIGTERM stops it without losing a line; it then exits 0.",
         )
         .arg(setting(

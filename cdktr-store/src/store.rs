@@ -17,8 +17,8 @@ use crate::migrations::MIGRATIONS;
 /// The newest schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = 4;
 
-/// A size DuckDB takes as its memory limit, e.g. `128MB` or `1GiB`;
-/// checked, so nothing but a size reaches the SQL.
+/// A size DuckDB takes as its memory limit or checkpoint threshold, e.g.
+/// `128MB` or `1GiB`; checked, so nothing but a size reaches the SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoryLimit(pub String);
 
@@ -294,6 +294,26 @@ impl Store {
         let size = MemoryLimit::parse_setting(limit.trim())
             .map_err(|why| Error::InvalidQuery(format!("memory limit {limit:?}: {why}")))?;
         self.set(format!("SET memory_limit = '{}'", size.0), "setting the memory limit")
+    }
+
+    /// How much write-ahead log DuckDB gathers before it checkpoints (a
+    /// DuckDB size; DuckDB's default is `16MB`). A checkpoint compresses
+    /// what was written since the last one into the file, within the write
+    /// that crossed the threshold: a larger one makes fewer, longer
+    /// checkpoints, so more lines per second and longer pauses of the
+    /// persister (`docs/performance.md`, "The checkpoint threshold"); the
+    /// log also grows to about this size and is replayed at the next open
+    /// after a crash.
+    ///
+    /// # Errors
+    /// [`Error::InvalidQuery`] for a size DuckDB would not take; [`Error::Db`].
+    pub fn set_checkpoint_threshold(&self, size: &str) -> Result<()> {
+        let size = MemoryLimit::parse_setting(size.trim())
+            .map_err(|why| Error::InvalidQuery(format!("checkpoint threshold {size:?}: {why}")))?;
+        self.set(
+            format!("SET checkpoint_threshold = '{}'", size.0),
+            "setting the checkpoint threshold",
+        )
     }
 
     /// How many threads DuckDB uses for this database's queries and writes.

@@ -244,3 +244,20 @@ fn memory_limit_and_threads_take_sizes_and_refuse_anything_else() {
     store.set_threads(1).unwrap();
     assert_eq!(store.schema_version().unwrap(), cdktr_store::SCHEMA_VERSION);
 }
+
+#[test]
+fn the_checkpoint_threshold_takes_a_size_reaches_duckdb_and_refuses_anything_else() {
+    let store = Store::open_in_memory().unwrap();
+    store.set_checkpoint_threshold("256MB").unwrap();
+    let rows = store
+        .sql("SELECT current_setting('checkpoint_threshold')", 1, 1 << 10)
+        .unwrap();
+    let shown = format!("{:?}", rows.rows);
+    assert!(shown.contains("256") || shown.contains("244"), "{shown}");
+    for bad in ["", "big", "16", "16MB'; DROP TABLE logstore; --", "-5MB"] {
+        assert!(
+            matches!(store.set_checkpoint_threshold(bad), Err(Error::InvalidQuery(_))),
+            "{bad:?} accepted"
+        );
+    }
+}
