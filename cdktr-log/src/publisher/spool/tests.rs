@@ -1,4 +1,5 @@
 use super::*;
+use std::time::Duration;
 
 fn p(seq: u64, n: usize) -> Pending {
     Pending {
@@ -122,4 +123,68 @@ fn lines_not_yet_written_are_counted_past_what_was_acknowledged() {
     assert_eq!(s.unwritten_after(3), 2);
     s.flush().unwrap();
     assert_eq!(s.unwritten_after(0), 0);
+}
+
+#[test]
+fn a_lock_busy_for_a_moment_is_not_taken_for_a_live_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    // What a scan for orphans does to every lock file: open and lock it.
+    let probe = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.path().join(format!("{}.lock", hex("fresh"))))
+        .unwrap();
+    probe.try_lock().unwrap();
+    std::thread::scope(|s| {
+        let opener = s.spawn(|| Spool::open(dir.path(), "fresh").unwrap());
+        // Released long before HELD_FOR_GOOD, and after the opener's first try.
+        std::thread::sleep(Duration::from_millis(50));
+        drop(probe);
+        assert!(
+            opener.join().unwrap().is_some(),
+            "a momentary probe was taken for a live publisher"
+        );
+    });
+}
+
+#[test]
+fn publishers_opening_spools_while_others_scan_for_orphans_all_get_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let scanning = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                while scanning.load(std::sync::atomic::Ordering::Relaxed) {
+                    assert!(Spool::orphans(dir.path()).is_empty(), "a live spool adopted");
+                }
+            });
+        }
+        let openers: Vec<_> = (0..16)
+            .map(|t| {
+                let dir = dir.path();
+                s.spawn(move || {
+                    (0..20)
+                        .map(|i| {
+                            let id = format!("pub-{t}-{i}");
+                            let spool = Spool::open(dir, &id).unwrap();
+                            assert!(spool.is_some(), "{id}: its own new spool refused");
+                            // The lock it holds is the file a later
+                            // publisher would look at.
+                            assert!(
+                                dir.join(format!("{}.lock", hex(&id))).exists(),
+                                "{id}: lock file removed"
+                            );
+                            spool
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // The scanners stop whatever the openers found, then it is told.
+        let results: Vec<_> = openers.into_iter().map(|o| o.join()).collect();
+        scanning.store(false, std::sync::atomic::Ordering::Relaxed);
+        let held: Vec<_> = results.into_iter().flat_map(|r| r.unwrap()).collect();
+        assert_eq!(held.len(), 320);
+    });
 }
