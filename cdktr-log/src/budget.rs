@@ -104,12 +104,5 @@ impl ByteBudget {
 
 /// What a line costs in memory, roughly: its strings and a fixed overhead.
 pub fn envelope_bytes(e: &Envelope) -> usize {
-    let m = &e.message;
-    128 + e.publisher_id.len()
-        + m.workflow_id.len()
-        + m.workflow_name.len()
-        + m.workflow_instance_id.len()
-        + m.task_name.len()
-        + m.task_instance_id.len()
-        + m.payload.len()
+    128 + e.publisher_id.len() + e.message.text_bytes()
 }

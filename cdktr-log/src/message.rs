@@ -93,6 +93,17 @@ pub struct LogMessage {
 }
 
 impl LogMessage {
+    /// Bytes of its strings: what sizes a line in the byte budgets, a
+    /// query's page and a reply.
+    pub fn text_bytes(&self) -> usize {
+        self.workflow_id.len()
+            + self.workflow_name.len()
+            + self.workflow_instance_id.len()
+            + self.task_name.len()
+            + self.task_instance_id.len()
+            + self.payload.len()
+    }
+
     /// The message as one JSON object (the field names above; `level` as its
     /// canonical name).
     pub fn to_json(&self) -> String {

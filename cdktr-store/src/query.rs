@@ -273,12 +273,7 @@ impl Page {
                 level: level.get(i).parse().unwrap_or(Level::Info),
                 payload: payload.get(i).to_owned(),
             };
-            self.bytes += line.workflow_id.len()
-                + line.workflow_name.len()
-                + line.workflow_instance_id.len()
-                + line.task_name.len()
-                + line.task_instance_id.len()
-                + line.payload.len();
+            self.bytes += line.text_bytes();
             let id = (!publisher.is_null(i) && !seq.is_null(i))
                 .then(|| ids.get(&publisher.value(i)))
                 .flatten();

@@ -291,9 +291,15 @@ impl Store {
     /// [`Error::InvalidQuery`] for a size DuckDB would not take (checked
     /// here, so nothing but a size reaches the SQL); [`Error::Db`].
     pub fn set_memory_limit(&self, limit: &str) -> Result<()> {
-        let size = MemoryLimit::parse_setting(limit.trim())
-            .map_err(|why| Error::InvalidQuery(format!("memory limit {limit:?}: {why}")))?;
-        self.set(format!("SET memory_limit = '{}'", size.0), "setting the memory limit")
+        self.set_size("memory_limit", "memory limit", limit, "setting the memory limit")
+    }
+
+    /// Sets a DuckDB setting that takes a size, checked first so that
+    /// nothing but a size reaches the SQL.
+    fn set_size(&self, setting: &str, what: &str, raw: &str, op: &'static str) -> Result<()> {
+        let size = MemoryLimit::parse_setting(raw.trim())
+            .map_err(|why| Error::InvalidQuery(format!("{what} {raw:?}: {why}")))?;
+        self.set(format!("SET {setting} = '{}'", size.0), op)
     }
 
     /// How much write-ahead log DuckDB gathers before it checkpoints (a
@@ -308,12 +314,8 @@ impl Store {
     /// # Errors
     /// [`Error::InvalidQuery`] for a size DuckDB would not take; [`Error::Db`].
     pub fn set_checkpoint_threshold(&self, size: &str) -> Result<()> {
-        let size = MemoryLimit::parse_setting(size.trim())
-            .map_err(|why| Error::InvalidQuery(format!("checkpoint threshold {size:?}: {why}")))?;
-        self.set(
-            format!("SET checkpoint_threshold = '{}'", size.0),
-            "setting the checkpoint threshold",
-        )
+        let op = "setting the checkpoint threshold";
+        self.set_size("checkpoint_threshold", "checkpoint threshold", size, op)
     }
 
     /// How many threads DuckDB uses for this database's queries and writes.

@@ -391,7 +391,9 @@ impl Response {
         // A page is written into a buffer of about its size: grown from
         // empty, its ~250 KB were copied over again a dozen times.
         let size = match self {
-            Response::Logs(page) => page.lines.iter().map(wire_size).sum::<usize>() + 64,
+            // Per line its strings, and ~190 bytes of field names, headers
+            // and origin.
+            Response::Logs(page) => page.lines.iter().map(|l| l.text_bytes() + 200).sum::<usize>() + 64,
             _ => 128,
         };
         let mut out = Vec::with_capacity(size);
@@ -445,18 +447,6 @@ impl Response {
             Response::Error { .. } => "Error",
         }
     }
-}
-
-/// About the bytes a line and its origin take in a `Logs` reply: its
-/// strings and, per line, the field names and headers (~190 bytes).
-fn wire_size(line: &crate::LogMessage) -> usize {
-    line.workflow_id.len()
-        + line.workflow_name.len()
-        + line.workflow_instance_id.len()
-        + line.task_name.len()
-        + line.task_instance_id.len()
-        + line.payload.len()
-        + 200
 }
 
 /// Whether `bytes` open with a map whose first entry is `"reply": "Logs"`.
