@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use cdktr_logs::store::{LevelFilter, LogQuery, Persister, PersisterConfig, RecentWorkflows, Store};
-use cdktr_logs::{Envelope, Level, LogMessage};
+use cdktr_logs::{Envelope, Level, Line, LogMessage};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 mod common;
@@ -50,6 +50,19 @@ fn line(i: usize) -> LogMessage {
 fn ingest(c: &mut Criterion) {
     const N: usize = 200_000;
     let lines: Vec<LogMessage> = (0..N).map(line).collect();
+    // As the log manager hands them over.
+    let received: Vec<Line> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            Line::from(Envelope {
+                publisher_id: "bench".into(),
+                seq: i as u64 + 1,
+                replays: true,
+                message: m.clone(),
+            })
+        })
+        .collect();
     let mut g = c.benchmark_group("ingest");
     g.sample_size(10).throughput(Throughput::Elements(N as u64));
     for on_disk in [false, true] {
@@ -67,14 +80,8 @@ fn ingest(c: &mut Criterion) {
                     let persister = Persister::start(&store, PersisterConfig::default()).unwrap();
                     let tx = persister.sender();
                     let start = Instant::now();
-                    for (i, m) in lines.iter().enumerate() {
-                        let env = Envelope {
-                            publisher_id: "bench".into(),
-                            seq: i as u64 + 1,
-                            replays: true,
-                            message: m.clone(),
-                        };
-                        tx.send(env).unwrap();
+                    for line in &received {
+                        tx.send(line.clone()).unwrap();
                     }
                     persister.flush_now(Duration::from_secs(600)).unwrap();
                     total += start.elapsed();

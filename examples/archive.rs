@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use cdktr_logs::bus::message::now_ms;
 use cdktr_logs::store::archive::{archive_pass, ArchiveConfig};
 use cdktr_logs::store::{Persister, PersisterConfig, Store};
-use cdktr_logs::{Envelope, Level, LogMessage, LogQuery};
+use cdktr_logs::{Envelope, Level, Line, LogMessage, LogQuery};
 use clap::{value_parser, Arg, ArgAction, Command};
 
 const DAY: i64 = 86_400_000;
@@ -63,10 +63,10 @@ fn cli() -> Command {
 
 /// Line `i`; live lines belong to other workflows than the old ones, so
 /// that queries of old workflows and instances see only old lines.
-fn line(i: u64, instances: u64, timestamp_ms: i64, live: bool) -> Envelope {
+fn line(i: u64, instances: u64, timestamp_ms: i64, live: bool) -> Line {
     let instance = i % instances;
     let run = if live { "live" } else { "run" };
-    Envelope {
+    Line::from(Envelope {
         publisher_id: format!("agent-{}", i % 8),
         seq: i / 8 + 1,
         replays: false,
@@ -80,7 +80,7 @@ fn line(i: u64, instances: u64, timestamp_ms: i64, live: bool) -> Envelope {
             level: Level::ALL[(i % 5) as usize],
             payload: format!("processed batch {i}: {} rows in {} ms, status ok", i % 9973, i % 331),
         },
-    }
+    })
 }
 
 /// Writes `n` lines from `first` (numbering them per publisher from

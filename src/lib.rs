@@ -69,6 +69,6 @@ pub use cdktr_principal as principal;
 pub use cdktr_store as store;
 
 pub use cdktr_log::{
-    ApiClient, ApiConfig, BusConfig, Envelope, Level, LevelFilter, LogManager, LogMessage, LogPage, LogPublisher,
+    ApiClient, ApiConfig, BusConfig, Envelope, Level, LevelFilter, Line, LogManager, LogMessage, LogPage, LogPublisher,
     LogQuery, LogSubscriber, Order, RecentWorkflows, RunStatus, StatusChange, TaskContext, TaskLogger, WorkflowRun,
 };

@@ -137,8 +137,12 @@ fn bus(publishers: usize, each: usize, acknowledged: bool) -> Duration {
             );
         };
         if acknowledged {
-            let mark = seen.entry(env.publisher_id).or_default();
-            *mark = (*mark).max(env.seq);
+            match seen.get_mut(env.publisher_id()) {
+                Some(mark) => *mark = (*mark).max(env.seq),
+                None => {
+                    seen.insert(env.publisher_id().to_owned(), env.seq);
+                }
+            }
             if n % 4096 == 0 {
                 marks.lock().unwrap().extend(seen.iter().map(|(k, v)| (k.clone(), *v)));
             }

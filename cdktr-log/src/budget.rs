@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::wire::Envelope;
-
 /// The bytes a queue's items hold, shared by its two ends: the sender
 /// [`acquire`](Self::acquire)s an item's size before sending it, the
 /// receiver [`release`](Self::release)s it when it takes the item.
@@ -100,9 +98,4 @@ impl ByteBudget {
     pub fn used(&self) -> usize {
         self.used.load(SeqCst)
     }
-}
-
-/// What a line costs in memory, roughly: its strings and a fixed overhead.
-pub fn envelope_bytes(e: &Envelope) -> usize {
-    128 + e.publisher_id.len() + e.message.text_bytes()
 }

@@ -1,7 +1,7 @@
 //! Receiving one message from a socket, whatever a peer sends.
 
 use crate::error::{Error, Result};
-use crate::wire::{self, Envelope};
+use crate::wire::{self, Envelope, Line};
 
 /// Reusable frames for receiving: the topic and body, and a scratch frame
 /// that absorbs any further frames, so a peer sending a thousand frames
@@ -49,10 +49,21 @@ impl Inbox {
 
     /// Decodes the message last received.
     pub(crate) fn decode(&self, max_message_bytes: usize) -> Result<Envelope> {
-        if self.count != 2 {
-            return Err(Error::Frames(self.count));
-        }
+        self.frames()?;
         wire::decode_pair(&self.topic, &self.body, max_message_bytes)
+    }
+
+    /// As [`decode`](Self::decode), into a compact [`Line`].
+    pub(crate) fn decode_line(&self, max_message_bytes: usize) -> Result<Line> {
+        self.frames()?;
+        wire::decode_line(&self.topic, &self.body, max_message_bytes)
+    }
+
+    fn frames(&self) -> Result<()> {
+        match self.count {
+            2 => Ok(()),
+            n => Err(Error::Frames(n)),
+        }
     }
 
     /// The marker last received: its topic (`wire::MARK_PREFIX`).

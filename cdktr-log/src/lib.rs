@@ -131,7 +131,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use message::{Level, LogMessage};
 pub use query::{LevelFilter, LogPage, LogQuery, Order, Origin, Snapshot};
 pub use status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
-pub use wire::Envelope;
+pub use wire::{Envelope, Line};
 
 #[cfg(feature = "sockets")]
 pub use api::ApiClient;

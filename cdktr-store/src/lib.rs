@@ -22,7 +22,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use cdktr_log::{Envelope, Level, LogMessage};
+//! use cdktr_log::{Envelope, Level, Line, LogMessage};
 //! use cdktr_store::{LogQuery, Persister, PersisterConfig, Store};
 //!
 //! let store = Store::open_in_memory()?;
@@ -39,7 +39,8 @@
 //!     level: Level::Error,
 //!     payload: "connection refused".into(),
 //! };
-//! sink.send(Envelope { publisher_id: "agent-1".into(), seq: 1, replays: false, message }).unwrap();
+//! let line = Envelope { publisher_id: "agent-1".into(), seq: 1, replays: false, message };
+//! sink.send(Line::from(line)).unwrap();
 //!
 //! // Batches are written every 30 s or 20,000 lines; don't wait for that.
 //! persister.flush_now(Duration::from_secs(5))?;

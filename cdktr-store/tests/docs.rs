@@ -1,7 +1,7 @@
 //! Every SQL example in docs/schema.md runs against a populated database,
 //! through a plain DuckDB connection as an outside user would.
 
-use cdktr_log::{Envelope, Level, LogMessage};
+use cdktr_log::{Envelope, Level, Line, LogMessage};
 use cdktr_store::{Persister, PersisterConfig, RunStatus, Store};
 
 #[test]
@@ -49,12 +49,12 @@ fn the_schema_doc_examples_run() {
             };
             persister
                 .sender()
-                .send(Envelope {
+                .send(Line::from(Envelope {
                     publisher_id: "p".into(),
                     seq: i as u64 + 1,
                     replays: false,
                     message,
-                })
+                }))
                 .unwrap();
         }
         persister.shutdown().unwrap();

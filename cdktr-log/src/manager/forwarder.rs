@@ -11,16 +11,16 @@ use super::connections::Connections;
 use super::relisten::Relisten;
 use super::streams::Streams;
 use super::ManagerStats;
-use crate::budget::{envelope_bytes, ByteBudget};
+use crate::budget::ByteBudget;
 use crate::curve::{Authorizer, ZapHandler};
 use crate::error::Error;
 use crate::inbox::Inbox;
 use crate::stats::StatsCell;
-use crate::wire::{self, Envelope};
+use crate::wire::{self, Line};
 
 /// A sink's channel, and the byte budget its receiver releases, if any.
 pub(super) struct Sink {
-    pub tx: Sender<Envelope>,
+    pub tx: Sender<Line>,
     pub budget: Option<Arc<ByteBudget>>,
 }
 
@@ -111,10 +111,10 @@ impl Forwarder {
             }
         }
         self.stats.received += 1;
-        match inbox.decode(self.max) {
+        match inbox.decode_line(self.max) {
             Ok(env) => {
                 let (topic, body) = inbox.take();
-                let fresh = self.streams.fresh(&env.publisher_id, env.seq, &mut self.stats);
+                let fresh = self.streams.fresh(env.publisher_id(), env.seq, &mut self.stats);
                 if fresh {
                     // PUB never blocks: a slow subscriber loses its own copy.
                     if self.publisher.send(topic, zmq::SNDMORE | zmq::DONTWAIT).is_ok() {
@@ -152,7 +152,7 @@ impl Forwarder {
         }
     }
 
-    fn deliver(&mut self, env: Envelope) {
+    fn deliver(&mut self, env: Line) {
         let n = self.sinks.len();
         let mut env = Some(env);
         for i in 0..n {
@@ -161,7 +161,7 @@ impl Forwarder {
             } else {
                 env.clone().expect("present")
             };
-            let bytes = self.sinks[i].budget.as_ref().map(|_| envelope_bytes(&item));
+            let bytes = self.sinks[i].budget.as_ref().map(|_| item.memory_bytes());
             if let Some(n) = bytes {
                 self.wait_for_budget(i, n);
             }
@@ -194,7 +194,7 @@ impl Forwarder {
         self.stats.sink_blocked += start.elapsed();
     }
 
-    fn wait_for_sink(&mut self, i: usize, mut item: Envelope) {
+    fn wait_for_sink(&mut self, i: usize, mut item: Line) {
         let start = Instant::now();
         loop {
             match self.sinks[i].tx.send_timeout(item, Duration::from_millis(100)) {
@@ -207,7 +207,7 @@ impl Forwarder {
                     self.counters.publish(&live);
                 }
                 Err(SendTimeoutError::Disconnected(back)) => {
-                    let bytes = self.sinks[i].budget.as_ref().map(|_| envelope_bytes(&back));
+                    let bytes = self.sinks[i].budget.as_ref().map(|_| back.memory_bytes());
                     self.sink_gone(i, bytes);
                     break;
                 }

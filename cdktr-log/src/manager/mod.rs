@@ -23,7 +23,7 @@ use crate::config::BusConfig;
 use crate::curve::{Authorizer, Endpoint};
 use crate::error::{Error, Result};
 use crate::stats::StatsCell;
-use crate::wire::{Envelope, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::wire::{Line, DEFAULT_MAX_MESSAGE_BYTES};
 
 /// The running log manager; shuts down and joins its thread on
 /// [`shutdown`](Self::shutdown) or drop.
@@ -108,17 +108,17 @@ pub struct ManagerBuilder {
 impl ManagerBuilder {
     /// Adds an in-process sink that receives every valid message, in
     /// arrival order, without loss.
-    pub fn sink(mut self, sink: Sender<Envelope>) -> Self {
+    pub fn sink(mut self, sink: Sender<Line>) -> Self {
         self.sinks.push(Sink { tx: sink, budget: None });
         self
     }
 
     /// As [`sink`](Self::sink), its queue also bounded in bytes: the manager
-    /// takes each message's [`envelope_bytes`] from `budget` before sending
+    /// takes each line's [`Line::memory_bytes`] from `budget` before sending
     /// it and waits while they do not fit; the receiver gives them back as
     /// it takes each message. So memory stays bounded whatever the payload
     /// size.
-    pub fn sink_within(mut self, sink: Sender<Envelope>, budget: Arc<ByteBudget>) -> Self {
+    pub fn sink_within(mut self, sink: Sender<Line>, budget: Arc<ByteBudget>) -> Self {
         self.sinks.push(Sink {
             tx: sink,
             budget: Some(budget),

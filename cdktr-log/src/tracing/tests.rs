@@ -9,7 +9,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use super::*;
 use crate::testing::any_ports;
 use crate::LogMessage;
-use crate::{Envelope, LogManager};
+use crate::{Line, LogManager};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -40,9 +40,13 @@ fn run_with(
     (lines, report)
 }
 
-fn take(rx: &Receiver<Envelope>, n: usize) -> Vec<LogMessage> {
+fn take(rx: &Receiver<Line>, n: usize) -> Vec<LogMessage> {
     (0..n)
-        .map(|_| rx.recv_timeout(WAIT).expect("every published line arrives").message)
+        .map(|_| {
+            rx.recv_timeout(WAIT)
+                .expect("every published line arrives")
+                .to_message()
+        })
         .collect()
 }
 

@@ -12,6 +12,9 @@ use crate::error::{Error, Result};
 use crate::message::{Level, LogMessage};
 
 mod body;
+mod line;
+
+pub use line::Line;
 
 /// The format version this crate writes and reads.
 pub const VERSION: u64 = 1;
@@ -162,12 +165,27 @@ pub fn decode(frames: &[&[u8]], max_message_bytes: usize) -> Result<Envelope> {
 }
 
 pub(crate) fn decode_pair(topic: &[u8], body: &[u8], max_message_bytes: usize) -> Result<Envelope> {
-    let env = decode_body(body, max_message_bytes)?;
-    let id = env.message.workflow_id.as_bytes();
+    let b = parse(body, max_message_bytes)?;
+    check_topic(topic, b.fields.workflow_id)?;
+    Ok(b.envelope())
+}
+
+/// As [`decode`], into a [`Line`]: what the log manager hands its sinks.
+pub(crate) fn decode_line(topic: &[u8], body: &[u8], max_message_bytes: usize) -> Result<Line> {
+    let b = parse(body, max_message_bytes)?;
+    check_topic(topic, b.fields.workflow_id)?;
+    Line::new(b.publisher_id, b.seq, b.replays, b.fields).ok_or(Error::Oversize {
+        len: body.len(),
+        max: u32::MAX as usize,
+    })
+}
+
+fn check_topic(topic: &[u8], workflow_id: &str) -> Result<()> {
+    let id = workflow_id.as_bytes();
     if topic.len() != id.len() + 1 || topic[id.len()] != 0 || &topic[..id.len()] != id {
         return Err(Error::TopicMismatch);
     }
-    Ok(env)
+    Ok(())
 }
 
 /// Decodes a body frame. Never panics, whatever the bytes.
@@ -181,6 +199,39 @@ pub(crate) fn decode_pair(topic: &[u8], body: &[u8], max_message_bytes: usize) -
 /// the wrong type, is not UTF-8, or the level is unknown; [`Error::Version`]
 /// for another format version; [`Error::ZeroSequence`] for `seq` 0.
 pub fn decode_body(body: &[u8], max_message_bytes: usize) -> Result<Envelope> {
+    parse(body, max_message_bytes).map(|b| b.envelope())
+}
+
+/// A body's fields, checked, borrowed from the frame.
+struct Parsed<'a> {
+    publisher_id: &'a str,
+    seq: u64,
+    replays: bool,
+    fields: Fields<'a>,
+}
+
+impl Parsed<'_> {
+    fn envelope(&self) -> Envelope {
+        let f = &self.fields;
+        Envelope {
+            publisher_id: self.publisher_id.to_owned(),
+            seq: self.seq,
+            replays: self.replays,
+            message: LogMessage {
+                workflow_id: f.workflow_id.to_owned(),
+                workflow_name: f.workflow_name.to_owned(),
+                workflow_instance_id: f.workflow_instance_id.to_owned(),
+                task_name: f.task_name.to_owned(),
+                task_instance_id: f.task_instance_id.to_owned(),
+                timestamp_ms: f.timestamp_ms,
+                level: f.level,
+                payload: f.payload.to_owned(),
+            },
+        }
+    }
+}
+
+fn parse(body: &[u8], max_message_bytes: usize) -> Result<Parsed<'_>> {
     if body.len() > max_message_bytes {
         return Err(Error::Oversize {
             len: body.len(),
@@ -209,20 +260,31 @@ pub fn decode_body(body: &[u8], max_message_bytes: usize) -> Result<Envelope> {
     let level: Level = level
         .parse()
         .map_err(|_| Error::Body(format!("unknown level {level:?}")))?;
-    let s = |v: Option<&str>, name: &'static str| v.map(str::to_owned).ok_or_else(|| missing(name));
-    Ok(Envelope {
-        publisher_id: s(b.publisher_id, "publisher_id")?,
+    fn s<'a>(v: Option<&'a str>, name: &str) -> Result<&'a str> {
+        v.ok_or_else(|| missing(name))
+    }
+    // Missing fields are named in this order.
+    let publisher_id = s(b.publisher_id, "publisher_id")?;
+    let workflow_id = s(b.workflow_id, "workflow_id")?;
+    let workflow_name = s(b.workflow_name, "workflow_name")?;
+    let workflow_instance_id = s(b.workflow_instance_id, "workflow_instance_id")?;
+    let task_name = s(b.task_name, "task_name")?;
+    let task_instance_id = s(b.task_instance_id, "task_instance_id")?;
+    let timestamp_ms = b.timestamp_ms.ok_or_else(|| missing("timestamp_ms"))?;
+    let payload = s(b.payload, "payload")?;
+    Ok(Parsed {
+        publisher_id,
         seq,
         replays: b.replays.unwrap_or(false),
-        message: LogMessage {
-            workflow_id: s(b.workflow_id, "workflow_id")?,
-            workflow_name: s(b.workflow_name, "workflow_name")?,
-            workflow_instance_id: s(b.workflow_instance_id, "workflow_instance_id")?,
-            task_name: s(b.task_name, "task_name")?,
-            task_instance_id: s(b.task_instance_id, "task_instance_id")?,
-            timestamp_ms: b.timestamp_ms.ok_or_else(|| missing("timestamp_ms"))?,
+        fields: Fields {
+            workflow_id,
+            workflow_name,
+            workflow_instance_id,
+            task_name,
+            task_instance_id,
+            timestamp_ms,
             level,
-            payload: s(b.payload, "payload")?,
+            payload,
         },
     })
 }

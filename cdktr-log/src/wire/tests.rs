@@ -250,7 +250,7 @@ proptest! {
     }
 
     #[test]
-    fn any_message_round_trips(
+    fn any_message_round_trips_as_an_envelope_and_as_a_line(
         ids in proptest::collection::vec(".{0,20}", 6),
         ts in any::<i64>(),
         level in 0usize..5,
@@ -270,8 +270,56 @@ proptest! {
         let (mut t, mut b) = (Vec::new(), Vec::new());
         encode(&ids[5], seq, &m, &mut t, &mut b);
         let env = decode(&[&t, &b], usize::MAX).unwrap();
+        let line = decode_line(&t, &b, usize::MAX).unwrap();
+        prop_assert_eq!(line.publisher_id(), ids[5].as_str());
+        prop_assert_eq!(line.payload(), m.payload.as_str());
+        prop_assert_eq!(&line.to_envelope(), &env);
+        prop_assert_eq!(Line::from(&env), line);
         prop_assert_eq!(env.publisher_id, ids[5].clone());
         prop_assert_eq!(env.seq, seq);
         prop_assert_eq!(env.message, m);
     }
+
+    /// The manager's decoder (into a [`Line`]) and the subscribers' (into an
+    /// [`Envelope`]) take and refuse exactly the same frames.
+    #[test]
+    fn the_line_decoder_agrees_with_the_envelope_decoder_on_mutated_bodies(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<prop::sample::Index>(),
+        payload in ".{0,40}",
+    ) {
+        let (t, mut b) = frames(&msg(&payload), 3);
+        for (i, byte) in flips {
+            let i = i.index(b.len());
+            b[i] = byte;
+        }
+        let b = &b[..cut.index(b.len() + 1)];
+        let as_envelope = decode_pair(&t, b, 1 << 20).map_err(|e| e.to_string());
+        let as_line = decode_line(&t, b, 1 << 20).map(|l| l.to_envelope()).map_err(|e| e.to_string());
+        prop_assert_eq!(as_line, as_envelope);
+    }
+}
+
+#[test]
+fn a_line_costs_one_allocation_of_its_text_and_says_so() {
+    let (t, b) = frames(&msg("ten bytes!"), 1);
+    let line = decode_line(&t, &b, DEFAULT_MAX_MESSAGE_BYTES).unwrap();
+    let text =
+        "p1".len() + "etl".len() + "Nightly ETL".len() + "etl-1".len() + "extract".len() + "extract-1".len() + 10;
+    assert_eq!(line.memory_bytes(), std::mem::size_of::<Line>() + text + 16);
+    assert!(std::mem::size_of::<Line>() <= 64, "{}", std::mem::size_of::<Line>());
+}
+
+#[test]
+fn a_replaying_publishers_flag_survives_in_a_line_both_ways() {
+    let mut t = Vec::new();
+    let mut b = Vec::new();
+    encode_fields("p1", 9, true, (&msg("again")).into(), &mut t, &mut b);
+    let line = decode_line(&t, &b, DEFAULT_MAX_MESSAGE_BYTES).unwrap();
+    assert!(line.replays);
+    assert_eq!(
+        line.to_envelope(),
+        decode_pair(&t, &b, DEFAULT_MAX_MESSAGE_BYTES).unwrap()
+    );
+    assert!(Line::from(&line.to_envelope()).replays);
 }

@@ -13,7 +13,7 @@ fn every_field_round_trips_through_manager_to_subscriber_and_sink() {
     join(&mut sub, &publisher, "probe");
     // The sink sees every probe and the marker, in order.
     let mut probes = 0;
-    while sink.recv_timeout(WAIT).unwrap().message.payload != "joined" {
+    while sink.recv_timeout(WAIT).unwrap().payload() != "joined" {
         probes += 1;
     }
     probes += 1;
@@ -224,7 +224,7 @@ fn the_publisher_reconnects_after_a_manager_restart() {
         let e = sink
             .recv_deadline(end)
             .expect("messages published after the restart arrive");
-        if let Some(i) = e.message.payload.strip_prefix("after ") {
+        if let Some(i) = e.payload().strip_prefix("after ") {
             after.push(i.parse::<usize>().unwrap());
         }
     }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use cdktr_log::{wire, BusConfig, Envelope, Level, LogManager, LogMessage, LogPublisher, LogSubscriber};
+use cdktr_log::{wire, BusConfig, Envelope, Level, Line, LogManager, LogMessage, LogPublisher, LogSubscriber};
 use crossbeam_channel::{bounded, Receiver};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -18,13 +18,13 @@ fn any_ports() -> BusConfig {
 
 use cdktr_log::testing::free_port;
 
-fn start(config: &BusConfig, sink_capacity: usize) -> (LogManager, Receiver<Envelope>) {
+fn start(config: &BusConfig, sink_capacity: usize) -> (LogManager, Receiver<Line>) {
     let (tx, rx) = bounded(sink_capacity);
     (LogManager::builder(config).sink(tx).start().unwrap(), rx)
 }
 
 /// As [`start`], but `None` when a port is taken.
-fn try_start(config: &BusConfig, sink_capacity: usize) -> Option<(LogManager, Receiver<Envelope>)> {
+fn try_start(config: &BusConfig, sink_capacity: usize) -> Option<(LogManager, Receiver<Line>)> {
     let (tx, rx) = bounded(sink_capacity);
     match LogManager::builder(config).sink(tx).start() {
         Ok(manager) => Some((manager, rx)),
@@ -80,12 +80,12 @@ fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// Takes `n` messages from a sink, failing the test if they do not come in time.
-fn take(rx: &Receiver<Envelope>, n: usize) -> Vec<Envelope> {
+fn take(rx: &Receiver<Line>, n: usize) -> Vec<Envelope> {
     let end = Instant::now() + WAIT;
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         match rx.recv_deadline(end) {
-            Ok(e) => out.push(e),
+            Ok(e) => out.push(e.to_envelope()),
             Err(_) => panic!("only {} of {n} messages arrived", out.len()),
         }
     }

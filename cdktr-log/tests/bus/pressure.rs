@@ -34,7 +34,7 @@ fn a_slow_sink_gets_everything_through_back_pressure() {
     }
     for i in 0..5_000 {
         let e = sink.recv_timeout(WAIT).expect("every message reaches the slow sink");
-        assert_eq!(e.message.payload, i.to_string());
+        assert_eq!(e.payload(), i.to_string());
         if i % 500 == 0 {
             // A sink that is busy for a while.
             std::thread::sleep(Duration::from_millis(20));
@@ -81,7 +81,7 @@ fn an_unreachable_principal_fills_the_buffer_then_drops_are_counted_never_silent
 
 #[test]
 fn a_sink_bounded_in_bytes_never_holds_more_than_its_budget() {
-    use cdktr_log::budget::{envelope_bytes, ByteBudget};
+    use cdktr_log::budget::ByteBudget;
     let budget = std::sync::Arc::new(ByteBudget::new(64 << 10));
     let (tx, rx) = bounded(100_000);
     let manager = LogManager::builder(&any_ports())
@@ -96,7 +96,7 @@ fn a_sink_bounded_in_bytes_never_holds_more_than_its_budget() {
     }
     // Nobody reads: the manager waits once the budget is spent.
     assert!(wait_until(|| manager.stats().sink_blocked > Duration::ZERO));
-    let line = envelope_bytes(&rx.recv().unwrap());
+    let line = rx.recv().unwrap().memory_bytes();
     budget.release(line);
     assert!(
         rx.len() < (64 << 10) / line + 1,
@@ -107,7 +107,7 @@ fn a_sink_bounded_in_bytes_never_holds_more_than_its_budget() {
     let mut got = 1;
     while got < 200 {
         let env = rx.recv_timeout(Duration::from_secs(10)).expect("the rest arrive");
-        budget.release(envelope_bytes(&env));
+        budget.release(env.memory_bytes());
         got += 1;
     }
     assert_eq!(manager.shutdown().unwrap().received, 200);

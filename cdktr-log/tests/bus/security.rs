@@ -45,7 +45,7 @@ fn stranger(server: &KeyPair) -> ClientKeys {
     }
 }
 
-fn secure_manager(keys: &Keys) -> (LogManager, Receiver<Envelope>, Authorizer) {
+fn secure_manager(keys: &Keys) -> (LogManager, Receiver<Line>, Authorizer) {
     let auth = Authorizer::new(keys.server.clone(), keys.dir.path()).unwrap();
     let (tx, rx) = bounded(10_000);
     let manager = LogManager::builder(&any_ports())
@@ -122,7 +122,7 @@ fn an_allowed_publisher_key_delivers_and_a_stranger_or_a_plain_client_gets_nothi
     assert_eq!(got[0].message.workflow_id, "wf-agent");
     // Whatever else comes in a while is not theirs.
     while let Ok(e) = rx.recv_timeout(Duration::from_millis(500)) {
-        assert_eq!(e.message.workflow_id, "wf-agent", "{e:?}");
+        assert_eq!(e.workflow_id(), "wf-agent", "{e:?}");
     }
     assert_eq!(manager.stats().received, 1);
 }
@@ -135,7 +135,7 @@ struct Live {
     auth: Authorizer,
     agent: LogPublisher,
     reader: LogSubscriber,
-    _sink: Receiver<Envelope>,
+    _sink: Receiver<Line>,
 }
 
 fn live() -> Live {
@@ -224,13 +224,7 @@ fn a_key_added_at_runtime_gets_in_and_once_removed_its_connections_are_closed() 
     let mut live = LogSubscriber::builder(&config).curve(late_keys).connect().unwrap();
     join(&mut live, &late, "wf-late");
     // The sink has the probes too.
-    while rx
-        .recv_timeout(WAIT)
-        .expect("the join's lines are stored")
-        .message
-        .payload
-        != "joined"
-    {}
+    while rx.recv_timeout(WAIT).expect("the join's lines are stored").payload() != "joined" {}
 
     // Removed: every connection is closed, and it cannot come back.
     let removals = auth.removals();

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 
 use cdktr_log::query::LogQuery;
-use cdktr_log::Envelope;
+use cdktr_log::{Envelope, Line};
 use cdktr_store::{Persister, PersisterConfig, Store};
 
 use super::*;
@@ -34,12 +34,12 @@ fn seed(db: &Path, n: usize) -> Vec<LogMessage> {
     let persister = Persister::start(&store, PersisterConfig::default()).unwrap();
     let tx = persister.sender();
     for (i, m) in lines.iter().enumerate() {
-        tx.send(Envelope {
+        tx.send(Line::from(Envelope {
             publisher_id: "seed".into(),
             seq: i as u64 + 1,
             replays: false,
             message: m.clone(),
-        })
+        }))
         .unwrap();
     }
     persister.shutdown().unwrap();

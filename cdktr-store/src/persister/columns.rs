@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
-use cdktr_log::Envelope;
+use cdktr_log::Line;
 use duckdb::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringBuilder, UInt32Array, UInt64Array};
 use duckdb::arrow::datatypes::{DataType, Field, Schema};
+
+/// Rows per record batch: DuckDB's vector size.
+pub(super) const CHUNK: usize = 2048;
 
 /// `logstore`'s columns, as stored (`migrations.rs`); the appender matches
 /// them by position.
@@ -26,9 +29,9 @@ const COLUMNS: [(&str, DataType); 11] = [
 
 /// The rows of `lines` (each with its publisher's key), numbered from
 /// `first_line`.
-pub(super) fn logstore(lines: &[Envelope], keys: &[u32], first_line: u64) -> duckdb::Result<RecordBatch> {
+pub(super) fn logstore(lines: &[Line], keys: &[u32], first_line: u64) -> duckdb::Result<RecordBatch> {
     let n = lines.len();
-    let text = |f: fn(&Envelope) -> &str| {
+    let text = |f: fn(&Line) -> &str| {
         let bytes = lines.iter().map(|e| f(e).len()).sum();
         let mut b = StringBuilder::with_capacity(n, bytes);
         for e in lines {
@@ -37,16 +40,14 @@ pub(super) fn logstore(lines: &[Envelope], keys: &[u32], first_line: u64) -> duc
         Arc::new(b.finish()) as ArrayRef
     };
     let columns: Vec<ArrayRef> = vec![
-        text(|e| &e.message.workflow_id),
-        text(|e| &e.message.workflow_name),
-        text(|e| &e.message.workflow_instance_id),
-        text(|e| &e.message.task_name),
-        text(|e| &e.message.task_instance_id),
-        Arc::new(Int64Array::from_iter_values(
-            lines.iter().map(|e| e.message.timestamp_ms),
-        )),
-        text(|e| e.message.level.as_str()),
-        text(|e| &e.message.payload),
+        text(Line::workflow_id),
+        text(Line::workflow_name),
+        text(Line::workflow_instance_id),
+        text(Line::task_name),
+        text(Line::task_instance_id),
+        Arc::new(Int64Array::from_iter_values(lines.iter().map(|e| e.timestamp_ms))),
+        text(|e| e.level.as_str()),
+        text(Line::payload),
         Arc::new(UInt32Array::from_iter_values(keys.iter().copied())),
         Arc::new(UInt64Array::from_iter_values(lines.iter().map(|e| e.seq))),
         Arc::new(UInt64Array::from_iter_values(first_line..first_line + n as u64)),

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use cdktr_log::budget::ByteBudget;
 use cdktr_log::stats::StatsCell;
 pub use cdktr_log::wire::Watermark;
-use cdktr_log::Envelope;
+use cdktr_log::Line;
 use crossbeam_channel::{bounded, Sender};
 
 use crate::error::{Error, Result};
@@ -39,6 +39,17 @@ pub struct PersisterConfig {
     /// Write as soon as the pending messages hold this many bytes (default
     /// 8 MiB), so that large payloads make smaller batches.
     pub batch_bytes: usize,
+    /// When this many messages are pending as the writer is free, a write
+    /// takes exactly this many, however many bytes (default 122,880: one
+    /// DuckDB row group), and the next writes do too while the next such
+    /// batch fills within a second. DuckDB writes a transaction of whole
+    /// row groups compressed straight into the file; smaller ones go
+    /// through its write-ahead log and are compressed again at every
+    /// checkpoint, about 5 times the cost per line. So under full load,
+    /// when lines pile up while a write runs, the store keeps up at a
+    /// higher rate; at lower rates nothing changes. Larger than
+    /// `max_pending` (in lines or bytes), it never applies.
+    pub bulk_batch_size: usize,
     /// Most bytes of messages in the input channel (default 16 MiB), for a
     /// sender that takes them from [`Persister::budget`].
     pub channel_bytes: usize,
@@ -46,23 +57,26 @@ pub struct PersisterConfig {
     /// the log manager wait: that is the back-pressure.
     pub channel_capacity: usize,
     /// Most messages held unwritten, the batch being written included
-    /// (default 40,000: two batches, so that lines are taken while one is
-    /// written; more raised peak memory past 256 MiB). Past it, while
+    /// (default 250,000: two bulk batches, so that lines are taken while
+    /// one is written). Past it, while
     /// writes succeed, the persister stops taking input (back-pressure);
     /// while they fail, it keeps taking input so that the bus keeps flowing
     /// and sheds what it cannot hold: a replaying publisher re-sends it, a
     /// message from any other publisher is lost and counted in
     /// [`PersisterStats::shed`].
     pub max_pending: usize,
-    /// Most bytes of messages held unwritten (default 16 MiB); as
+    /// Most bytes of messages held unwritten (default 64 MiB: two bulk
+    /// batches of 100-byte lines, [`Line::memory_bytes`] each); as
     /// `max_pending`, in bytes.
     pub max_pending_bytes: usize,
     /// How long [`Persister::shutdown`] keeps retrying a failing write
     /// (default 10 s).
     pub shutdown_timeout: Duration,
     /// Writes pause while the database file's filesystem has less free
-    /// space (default: the smaller of 1 GiB and 5%), as if they failed:
-    /// publishers keep their lines until space returns.
+    /// space than this (default: the smaller of 1 GiB and 5%) plus the
+    /// next write's lines (their [`Line::memory_bytes`]: what a write adds
+    /// at most, a bulk batch some 40 MB), as if they failed: publishers
+    /// keep their lines until space returns.
     pub min_free_space: MinFreeSpace,
 }
 
@@ -72,10 +86,11 @@ impl Default for PersisterConfig {
             flush_interval: Duration::from_secs(30),
             batch_size: 20_000,
             batch_bytes: 8 << 20,
+            bulk_batch_size: 122_880,
             channel_bytes: 16 << 20,
             channel_capacity: 50_000,
-            max_pending: 40_000,
-            max_pending_bytes: 16 << 20,
+            max_pending: 250_000,
+            max_pending_bytes: 64 << 20,
             shutdown_timeout: Duration::from_secs(10),
             min_free_space: MinFreeSpace::Auto,
         }
@@ -157,7 +172,7 @@ pub struct PersisterStats {
 /// [`shutdown`](Self::shutdown), and drop, write everything pending.
 #[must_use = "dropping the persister shuts it down"]
 pub struct Persister {
-    input: Sender<Envelope>,
+    input: Sender<Line>,
     budget: Arc<ByteBudget>,
     ctrl: Sender<Ctrl>,
     counters: Arc<StatsCell<PersisterStats>>,
@@ -274,7 +289,7 @@ impl Persister {
     }
 
     /// The input channel: every message sent here is persisted.
-    pub fn sender(&self) -> Sender<Envelope> {
+    pub fn sender(&self) -> Sender<Line> {
         self.input.clone()
     }
 

@@ -92,6 +92,7 @@ pub(super) struct Space {
     /// Writes paused: free space under the threshold.
     pub low: bool,
     pub free: u64,
+    total: u64,
 }
 
 impl Space {
@@ -107,38 +108,46 @@ impl Space {
             checked: None,
             low: false,
             free: 0,
+            total: 0,
         }
     }
 
-    /// True when there is room to write (checking at most once a second).
-    pub fn room(&mut self) -> bool {
+    /// True when there is room to write `bytes` and keep the minimum free
+    /// (reading the free space at most once a second; a write since has
+    /// used some of it, which the minimum is there to absorb).
+    pub fn room(&mut self, bytes: u64) -> bool {
         let Some(dir) = &self.dir else {
             return true;
         };
-        if self.min == MinFreeSpace::Bytes(0) || self.checked.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
-            return !self.low;
+        if self.min == MinFreeSpace::Bytes(0) {
+            return true;
         }
-        self.checked = Some(Instant::now());
-        let (free, total) = match statvfs(dir) {
-            Ok(v) => v,
-            Err(e) => {
-                log::debug!("persister: cannot read free space of {}: {e}", dir.display());
-                return !self.low;
+        if self.checked.is_none_or(|t| t.elapsed() >= CHECK_EVERY) {
+            match statvfs(dir) {
+                Ok((free, total)) => {
+                    self.checked = Some(Instant::now());
+                    self.free = free;
+                    self.total = total;
+                }
+                Err(e) => {
+                    log::debug!("persister: cannot read free space of {}: {e}", dir.display());
+                    return !self.low;
+                }
             }
-        };
-        let need = self.min.bytes(total);
-        let low = free < need;
+        }
+        let free = self.free;
+        let min = self.min.bytes(self.total);
+        let low = free < min.saturating_add(bytes);
         if low && !self.low {
             log::warn!(
-                "persister: {free} bytes free on the database's filesystem ({}), under the {need} kept free; \
-                 writes paused until space returns (publishers keep their lines)",
+                "persister: {free} bytes free on the database's filesystem ({}), under the {min} kept free \
+                 plus the next write's {bytes}; writes paused until space returns (publishers keep their lines)",
                 dir.display()
             );
         } else if !low && self.low {
             log::warn!("persister: {free} bytes free again on {}; writes resume", dir.display());
         }
         self.low = low;
-        self.free = free;
         !low
     }
 }
@@ -160,5 +169,21 @@ mod tests {
         }
         assert_eq!(MinFreeSpace::Auto.bytes(100 << 30), 1 << 30);
         assert_eq!(MinFreeSpace::Auto.bytes(1 << 30), (1 << 30) / 20);
+    }
+
+    #[test]
+    fn a_write_larger_than_the_free_space_above_the_minimum_pauses_and_a_smaller_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("a.db");
+        let mut space = Space::new(Some(&db), MinFreeSpace::Bytes(1));
+        assert!(space.room(0), "a test machine has a byte free: {}", space.free);
+        let free = space.free;
+        assert!(!space.room(free), "{free} bytes cannot be written keeping 1 free");
+        assert!(space.low);
+        assert!(space.room(free - 1));
+        assert!(!space.low);
+        // Nothing kept free: never paused, whatever the write.
+        let mut unwatched = Space::new(Some(&db), MinFreeSpace::Bytes(0));
+        assert!(unwatched.room(u64::MAX));
     }
 }

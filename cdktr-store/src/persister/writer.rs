@@ -7,7 +7,7 @@
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cdktr_log::Envelope;
+use cdktr_log::Line;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use duckdb::{params, Connection};
 
@@ -18,7 +18,7 @@ use crate::store::{chrono_now_ms, Store};
 /// What one transaction writes: the lines, numbered from `first_line`, and
 /// each publisher's new mark.
 pub(super) struct Batch {
-    pub lines: Vec<Envelope>,
+    pub lines: Vec<Line>,
     pub first_line: u64,
     /// Each line's publisher key.
     pub keys: Vec<u32>,
@@ -161,7 +161,13 @@ fn write_batch(conn: &mut Connection, b: &Batch) -> duckdb::Result<()> {
     }
     if !b.lines.is_empty() {
         let mut app = tx.appender("logstore")?;
-        app.append_record_batch(columns::logstore(&b.lines, &b.keys, b.first_line)?)?;
+        // A vector's worth of rows at a time: what DuckDB takes per call,
+        // and the Arrow copy of a bulk batch is never whole in memory.
+        let chunks = b.lines.chunks(columns::CHUNK).zip(b.keys.chunks(columns::CHUNK));
+        for (i, (lines, keys)) in chunks.enumerate() {
+            let first = b.first_line + (i * columns::CHUNK) as u64;
+            app.append_record_batch(columns::logstore(lines, keys, first)?)?;
+        }
         // Dropping an appender flushes too, but throws the error away.
         app.flush()?;
     }

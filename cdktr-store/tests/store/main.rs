@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use cdktr_log::{Envelope, Level, LogMessage};
+use cdktr_log::{Envelope, Level, Line, LogMessage};
 use cdktr_store::{
-    Error, LevelFilter, LogQuery, Order, Persister, PersisterConfig, RecentWorkflows, RunStatus, StatusChange, Store,
+    Error, LevelFilter, LogQuery, Order, Persister, PersisterConfig, PersisterStats, RecentWorkflows, RunStatus,
+    StatusChange, Store,
 };
 
 const T0: i64 = 1_795_000_000_000;
@@ -24,13 +25,30 @@ fn message(i: usize) -> LogMessage {
     }
 }
 
-fn env(publisher: &str, seq: u64, message: LogMessage) -> Envelope {
-    Envelope {
+fn env(publisher: &str, seq: u64, message: LogMessage) -> Line {
+    Line::from(Envelope {
         publisher_id: publisher.into(),
         seq,
         replays: false,
         message,
+    })
+}
+
+/// Polls `persister`'s counters until `done`, failing the test after
+/// [`WAIT`] with `what` and the counters.
+fn wait_for(persister: &Persister, what: &str, done: &dyn Fn(PersisterStats) -> bool) {
+    let end = Instant::now() + WAIT;
+    while !done(persister.stats()) {
+        assert!(Instant::now() < end, "{what}: {:?}", persister.stats());
+        std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// As [`env`], from a publisher that re-sends what was not accepted.
+fn replaying(publisher: &str, seq: u64, message: LogMessage) -> Line {
+    let mut line = env(publisher, seq, message);
+    line.replays = true;
+    line
 }
 
 fn all_of(q: LogQuery) -> LogQuery {

@@ -48,21 +48,12 @@ fn a_failing_database_keeps_taking_input_within_its_cap_and_a_replay_fills_the_g
     let persister = Persister::start(&store, config).unwrap();
     persister.fail_next_writes(u32::MAX);
     let tx = persister.sender();
-    let replaying = |seq: u64| Envelope {
-        replays: true,
-        ..env("r", seq, message(seq as usize))
-    };
+    let replaying = |seq: u64| replaying("r", seq, message(seq as usize));
     // The bus keeps flowing: every send is taken, none waits for the database.
     for seq in 1..=1000 {
         tx.send_timeout(replaying(seq), WAIT).unwrap();
     }
-    let wait = |what: &str, done: &dyn Fn(cdktr_store::PersisterStats) -> bool| {
-        let end = Instant::now() + WAIT;
-        while !done(persister.stats()) {
-            assert!(Instant::now() < end, "{what}: {:?}", persister.stats());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
+    let wait = |what: &str, done: &dyn Fn(PersisterStats) -> bool| wait_for(&persister, what, done);
     wait("the input is taken", &|s| s.pending + s.shed + s.gaps == 1000);
     let s = persister.stats();
     // Memory stays at the cap; the first message past it is shed, and the
@@ -100,10 +91,7 @@ fn lines_declared_lost_let_the_stream_after_them_in_and_are_recorded_once() {
     };
     let persister = Persister::start(&store, config).unwrap();
     let tx = persister.sender();
-    let replaying = |seq: u64| Envelope {
-        replays: true,
-        ..env("r", seq, message(seq as usize))
-    };
+    let replaying = |seq: u64| replaying("r", seq, message(seq as usize));
     let wait = |what: &str, done: &dyn Fn() -> bool| {
         let end = Instant::now() + WAIT;
         while !done() {
@@ -214,6 +202,43 @@ fn a_batch_reaching_the_size_is_written_without_waiting_for_the_interval() {
     persister.flush_now(WAIT).unwrap();
     assert_eq!(persister.stats().persisted, 250);
     assert_eq!(store.query_logs(&all_of(LogQuery::default())).unwrap().len(), 250);
+}
+
+/// Lines that piled up while writes could not run go out in bulk batches
+/// of exactly `bulk_batch_size`, and the rest in batches of `batch_size`;
+/// numbered without a gap or a repeat across the vectors a bulk batch is
+/// appended in.
+#[test]
+fn lines_piled_up_during_failing_writes_go_out_in_bulk_batches_then_small_ones() {
+    let store = Store::open_in_memory().unwrap();
+    let config = PersisterConfig {
+        flush_interval: Duration::from_millis(20),
+        batch_size: 100,
+        bulk_batch_size: 4096,
+        max_pending: 20_000,
+        ..Default::default()
+    };
+    let persister = Persister::start(&store, config).unwrap();
+    persister.fail_next_writes(u32::MAX);
+    let tx = persister.sender();
+    let n = 2 * 4096 + 250;
+    for i in 0..n {
+        tx.send(env("p", i + 1, message(i as usize))).unwrap();
+    }
+    let wait = |what: &str, done: &dyn Fn(PersisterStats) -> bool| wait_for(&persister, what, done);
+    wait("every line held", &|s| s.pending == n && s.failed_flushes > 0);
+    persister.fail_next_writes(0);
+    wait("every line written", &|s| s.persisted == n);
+    // Two bulk batches, then 250 lines in batches of 100.
+    assert_eq!(persister.stats().batches, 2 + 3);
+    let value = |sql: &str| match store.sql(sql, 1, 1 << 10).unwrap().rows[0][0] {
+        cdktr_store::SqlValue::Int(v) => v,
+        ref other => panic!("{sql}: {other:?}"),
+    };
+    assert_eq!(value("SELECT count(DISTINCT line_id) FROM logstore"), n as i64);
+    assert_eq!(value("SELECT max(line_id) - min(line_id) + 1 FROM logstore"), n as i64);
+    assert_eq!(value("SELECT count(*) FROM logstore WHERE payload = 'line ' || (seq - 1) || ' ' || ['alpha', 'beta', 'gamma', 'delta'][((seq - 1) % 4 + 1)::BIGINT]"), n as i64);
+    persister.shutdown().unwrap();
 }
 
 #[test]

@@ -4,11 +4,11 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Instant;
 
-use cdktr_log::budget::envelope_bytes;
+use cdktr_log::Line;
 
 use super::super::writer::{Batch, Written};
 use super::super::HashMap;
-use super::Worker;
+use super::{Pace, Worker};
 use crate::error::{Error, Result};
 
 /// How much of what is pending a write takes.
@@ -42,29 +42,21 @@ impl Worker {
     /// Hands pending lines to the writer, with each publisher's new mark
     /// and key.
     pub(super) fn start_write(&mut self, take: Take) -> Result<()> {
-        if !self.space.room() {
+        let (n, bytes) = match take {
+            Take::All => (self.pending.len(), self.pending_bytes),
+            Take::Batch => self.next_batch(),
+        };
+        // What the write adds to the file is at most about what the lines
+        // hold in memory (the log takes them raw, a row group compressed).
+        if !self.space.room(bytes as u64) {
             self.failing = true;
             self.draining = false;
             self.publish_stats();
             return Err(Error::SpaceLow { free: self.space.free });
         }
-        let (lines, bytes) = match take {
-            Take::All => (
-                std::mem::take(&mut self.pending),
-                std::mem::take(&mut self.pending_bytes),
-            ),
-            Take::Batch => {
-                // The oldest lines, up to a batch in lines or bytes.
-                let (mut n, mut bytes) = (0, 0);
-                while n < self.pending.len() && n < self.config.batch_size && bytes < self.config.batch_bytes {
-                    bytes += envelope_bytes(&self.pending[n]);
-                    n += 1;
-                }
-                let rest = self.pending.split_off(n);
-                self.pending_bytes -= bytes;
-                (std::mem::replace(&mut self.pending, rest), bytes)
-            }
-        };
+        let rest = self.pending.split_off(n);
+        self.pending_bytes -= bytes;
+        let lines = std::mem::replace(&mut self.pending, rest);
         self.draining &= !self.pending.is_empty();
         // Lines left behind count as old as the oldest taken.
         let since = match self.pending.is_empty() {
@@ -78,9 +70,9 @@ impl Worker {
         let mut fresh = Vec::new();
         let publishers = &mut self.publishers;
         for e in &lines {
-            let (m, key) = marks.entry(&e.publisher_id).or_insert((0, None));
+            let (m, key) = marks.entry(e.publisher_id()).or_insert((0, None));
             *m = (*m).max(e.seq);
-            keys.push(*key.get_or_insert_with(|| publishers.key(&e.publisher_id, &mut fresh)));
+            keys.push(*key.get_or_insert_with(|| publishers.key(e.publisher_id(), &mut fresh)));
         }
         for (publisher, _, last) in &self.lost {
             let (m, _) = marks.entry(publisher).or_insert((0, None));
@@ -114,6 +106,23 @@ impl Worker {
         Ok(())
     }
 
+    /// The oldest lines to write next, and their bytes: a bulk batch when
+    /// that many wait, else up to a batch in lines or bytes. Sets the pace.
+    fn next_batch(&mut self) -> (usize, usize) {
+        let bulk = self.config.bulk_batch_size;
+        if self.pending.len() >= bulk {
+            self.pace = Pace::Bulk { free_since: None };
+            return (bulk, self.pending[..bulk].iter().map(Line::memory_bytes).sum());
+        }
+        self.pace = Pace::Steady;
+        let (mut n, mut bytes) = (0, 0);
+        while n < self.pending.len() && n < self.config.batch_size && bytes < self.config.batch_bytes {
+            bytes += self.pending[n].memory_bytes();
+            n += 1;
+        }
+        (n, bytes)
+    }
+
     /// Waits for the writer's batch, if it has one.
     pub(super) fn wait_write(&mut self) -> Result<()> {
         if self.in_flight.is_none() {
@@ -136,6 +145,9 @@ impl Worker {
     /// wait for the next write.
     pub(super) fn finish_write(&mut self, w: Written) -> Result<()> {
         self.in_flight = None;
+        if let Pace::Bulk { free_since } = &mut self.pace {
+            *free_since = Some(Instant::now());
+        }
         if w.reopened {
             self.stats.reopened += 1;
         }
