@@ -48,9 +48,9 @@
 //! log.info("extracted 10 rows")?;
 //!
 //! // Sinks see every message; the subscriber sees those sent after it joined.
-//! let env = persisted.recv_timeout(Duration::from_secs(10)).unwrap();
-//! assert_eq!(env.message.payload, "extracted 10 rows");
-//! assert_eq!(env.seq, 1);
+//! let line = persisted.recv_timeout(Duration::from_secs(10)).unwrap();
+//! assert_eq!(line.payload(), "extracted 10 rows");
+//! assert_eq!(line.seq, 1);
 //! # let _ = watcher.recv_timeout(Duration::from_millis(10))?;
 //! publisher.shutdown()?;
 //! manager.shutdown()?;

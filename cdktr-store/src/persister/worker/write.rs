@@ -54,9 +54,11 @@ impl Worker {
             self.publish_stats();
             return Err(Error::SpaceLow { free: self.space.free });
         }
-        let rest = self.pending.split_off(n);
+        // A batch of its exact size; `pending` keeps its buffer (a bulk
+        // batch split off would take a buffer sized for two, and `pending`
+        // would grow a new one by doubling).
+        let lines: Vec<Line> = self.pending.drain(..n).collect();
         self.pending_bytes -= bytes;
-        let lines = std::mem::replace(&mut self.pending, rest);
         self.draining &= !self.pending.is_empty();
         // Lines left behind count as old as the oldest taken.
         let since = match self.pending.is_empty() {
