@@ -33,8 +33,8 @@ use super::{Envelope, Fields};
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Line {
-    /// `publisher_id`, then the message's six strings in [`Line::FIELDS`]
-    /// order.
+    /// `publisher_id`, then the message's six strings, in the order of
+    /// the accessors below.
     text: Box<str>,
     /// Where each of the seven strings ends in `text`.
     ends: [u32; 7],
@@ -127,16 +127,17 @@ impl Line {
 
     /// The message, as owned strings.
     pub fn to_message(&self) -> LogMessage {
-        LogMessage {
-            workflow_id: self.workflow_id().to_owned(),
-            workflow_name: self.workflow_name().to_owned(),
-            workflow_instance_id: self.workflow_instance_id().to_owned(),
-            task_name: self.task_name().to_owned(),
-            task_instance_id: self.task_instance_id().to_owned(),
+        Fields {
+            workflow_id: self.workflow_id(),
+            workflow_name: self.workflow_name(),
+            workflow_instance_id: self.workflow_instance_id(),
+            task_name: self.task_name(),
+            task_instance_id: self.task_instance_id(),
             timestamp_ms: self.timestamp_ms,
             level: self.level,
-            payload: self.payload().to_owned(),
+            payload: self.payload(),
         }
+        .to_message()
     }
 
     /// The line as an [`Envelope`], as owned strings.

@@ -79,6 +79,22 @@ impl<'a> From<&'a LogMessage> for Fields<'a> {
     }
 }
 
+impl Fields<'_> {
+    /// The fields as an owned message.
+    pub fn to_message(self) -> LogMessage {
+        LogMessage {
+            workflow_id: self.workflow_id.to_owned(),
+            workflow_name: self.workflow_name.to_owned(),
+            workflow_instance_id: self.workflow_instance_id.to_owned(),
+            task_name: self.task_name.to_owned(),
+            task_instance_id: self.task_instance_id.to_owned(),
+            timestamp_ms: self.timestamp_ms,
+            level: self.level,
+            payload: self.payload.to_owned(),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct BodyOut<'a> {
     v: u64,
@@ -212,21 +228,11 @@ struct Parsed<'a> {
 
 impl Parsed<'_> {
     fn envelope(&self) -> Envelope {
-        let f = &self.fields;
         Envelope {
             publisher_id: self.publisher_id.to_owned(),
             seq: self.seq,
             replays: self.replays,
-            message: LogMessage {
-                workflow_id: f.workflow_id.to_owned(),
-                workflow_name: f.workflow_name.to_owned(),
-                workflow_instance_id: f.workflow_instance_id.to_owned(),
-                task_name: f.task_name.to_owned(),
-                task_instance_id: f.task_instance_id.to_owned(),
-                timestamp_ms: f.timestamp_ms,
-                level: f.level,
-                payload: f.payload.to_owned(),
-            },
+            message: self.fields.to_message(),
         }
     }
 }

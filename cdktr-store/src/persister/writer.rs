@@ -95,6 +95,9 @@ impl Drop for Writer {
     }
 }
 
+/// Record batches the appender is given between flushes (16,384 rows).
+const APPENDER_CHUNKS: usize = 8;
+
 /// How much lower the writer's CPU priority is than the threads that
 /// receive and forward lines (a nice value).
 const NICE: i32 = 10;
@@ -171,7 +174,7 @@ fn write_batch(conn: &mut Connection, b: &Batch) -> duckdb::Result<()> {
         for (i, (lines, keys)) in chunks.enumerate() {
             let first = b.first_line + (i * columns::CHUNK) as u64;
             app.append_record_batch(columns::logstore(lines, keys, first)?)?;
-            if (i + 1) % 8 == 0 {
+            if (i + 1) % APPENDER_CHUNKS == 0 {
                 app.flush()?;
             }
         }

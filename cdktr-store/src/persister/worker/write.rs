@@ -54,10 +54,14 @@ impl Worker {
             self.publish_stats();
             return Err(Error::SpaceLow { free: self.space.free });
         }
-        // A batch of its exact size; `pending` keeps its buffer (a bulk
-        // batch split off would take a buffer sized for two, and `pending`
-        // would grow a new one by doubling).
-        let lines: Vec<Line> = self.pending.drain(..n).collect();
+        // Everything goes as it is; a batch goes in a buffer of its size,
+        // and `pending` keeps its own (a bulk batch split off would take a
+        // buffer sized for two, and `pending` would grow a new one by
+        // doubling).
+        let lines: Vec<Line> = match n == self.pending.len() {
+            true => std::mem::take(&mut self.pending),
+            false => self.pending.drain(..n).collect(),
+        };
         self.pending_bytes -= bytes;
         self.draining &= !self.pending.is_empty();
         // Lines left behind count as old as the oldest taken.
