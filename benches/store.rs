@@ -5,7 +5,9 @@
 //! - `ingest`: lines handed to a `Persister` (as the log manager does) until
 //!   they are in DuckDB, in memory and in a file; the ceilings are DuckDB's
 //!   Appender writing the same rows (all of `logstore`'s columns) in one
-//!   transaction, row by row and as Arrow record batches.
+//!   transaction, row by row and as Arrow record batches; and the same rows
+//!   in transactions of one batch each, with DuckDB's default row groups and
+//!   with the store's.
 //! - `query`: QueryLogs on a 10,000,000-row file (one instance; one
 //!   workflow's last hour; all ERROR lines; a payload substring).
 //! - `status`: status queries on 1,000,000 status rows.
@@ -16,7 +18,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use cdktr_logs::store::{LevelFilter, LogQuery, Persister, PersisterConfig, RecentWorkflows, Store};
+use cdktr_logs::store::{LevelFilter, LogQuery, Persister, PersisterConfig, RecentWorkflows, Store, ROW_GROUP_SIZE};
 use cdktr_logs::{Envelope, Level, Line, LogMessage};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -136,6 +138,50 @@ fn ingest(c: &mut Criterion) {
                 })
             });
         }
+    }
+    // What the store's row groups are for: transactions of one batch
+    // each, on a file opened as DuckDB opens it by default (122,880-row
+    // groups: each batch goes through the write-ahead log) and attached as
+    // the store attaches it (each batch is whole row groups).
+    for row_groups in [None, Some(ROW_GROUP_SIZE)] {
+        let how = match row_groups {
+            None => "default row groups".to_string(),
+            Some(n) => format!("row groups of {n}"),
+        };
+        g.bench_function(format!("{ROW_GROUP_SIZE}-row transactions, {how}, file"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = dir.path().join("batches.db");
+                    drop(Store::open(&path).unwrap());
+                    let mut conn = match row_groups {
+                        None => duckdb::Connection::open(&path).unwrap(),
+                        Some(n) => {
+                            let conn = duckdb::Connection::open_in_memory().unwrap();
+                            let path = path.display();
+                            conn.execute_batch(&format!("ATTACH '{path}' AS c (ROW_GROUP_SIZE {n}); USE c;"))
+                                .unwrap();
+                            conn
+                        }
+                    };
+                    let start = Instant::now();
+                    for batch in lines.chunks(ROW_GROUP_SIZE) {
+                        let tx = conn.transaction().unwrap();
+                        {
+                            let mut app = tx.appender("logstore").unwrap();
+                            for chunk in batch.chunks(2048) {
+                                app.append_record_batch(record_batch(chunk)).unwrap();
+                            }
+                            app.flush().unwrap();
+                        }
+                        tx.commit().unwrap();
+                    }
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
     }
     g.finish();
 }

@@ -86,4 +86,4 @@ pub use persister::{MinFreeSpace, Persister, PersisterConfig, PersisterStats};
 pub use query::{Cursor, LevelFilter, LogPage, LogQuery, Order, Origin, Snapshot};
 pub use sql::HISTORY_VIEW;
 pub use status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
-pub use store::{Location, MemoryLimit, Store, SCHEMA_VERSION};
+pub use store::{Location, MemoryLimit, Store, ROW_GROUP_SIZE, SCHEMA_VERSION};

@@ -17,6 +17,19 @@ use crate::migrations::MIGRATIONS;
 /// The newest schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = 4;
 
+/// Rows per DuckDB row group in a file database (DuckDB's default is
+/// 122,880). A transaction that appends at least a row group is written
+/// compressed straight into the file; a smaller one goes through the
+/// write-ahead log, and the table's unfinished row group is compressed
+/// again at every checkpoint. The persister's batches are this size, so
+/// each full batch takes the first path: 1.4x the rows/s of DuckDB's
+/// default size for 100-byte lines, 2.4x for 1 KiB lines, and a third of
+/// the longest write (`docs/performance.md`, session 11).
+pub const ROW_GROUP_SIZE: usize = 20_480;
+
+/// The name a file database is attached under; every connection uses it.
+const CATALOG: &str = "cdktr";
+
 /// A size DuckDB takes as its memory limit or checkpoint threshold, e.g.
 /// `128MB` or `1GiB`; checked, so nothing but a size reaches the SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,10 +162,7 @@ impl Store {
                 source,
             })?;
         }
-        let conn = Connection::open_with_flags(&path, config()?).map_err(|e| Error::Open {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let conn = open_file(&path)?;
         Self::init(conn, Location::File(path))
     }
 
@@ -182,10 +192,7 @@ impl Store {
     /// # Errors
     /// [`Error::Db`] if DuckDB refuses a new connection.
     pub fn try_clone(&self) -> Result<Store> {
-        let conn = self
-            .conn()
-            .try_clone()
-            .map_err(Error::db("opening another connection"))?;
+        let conn = connect(&self.conn(), &self.shared.location).map_err(Error::db("opening another connection"))?;
         Ok(Store {
             conn: Mutex::new(Handle {
                 generation: self.shared.generation.load(SeqCst),
@@ -245,10 +252,7 @@ impl Store {
                 reason: "an in-memory database cannot be reopened".into(),
             });
         };
-        let fresh = Connection::open_with_flags(path, config()?).map_err(|e| Error::Open {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let fresh = open_file(path)?;
         // DuckDB sizes its spill space from the free disk space at the time
         // it first needs it: reopened on a full disk, it would have none for
         // good ("failed to offload data block ... 0 bytes"). Free space is
@@ -359,7 +363,7 @@ impl Store {
         let current = self.shared.generation.load(SeqCst);
         if handle.generation != current {
             let root = self.shared.root.lock().unwrap_or_else(|e| e.into_inner());
-            if let Ok(conn) = root.try_clone() {
+            if let Ok(conn) = connect(&root, &self.shared.location) {
                 handle.conn = conn;
                 handle.generation = current;
                 handle.history_view = None;
@@ -395,7 +399,7 @@ impl Store {
             }
         }
         let settings = Vec::new();
-        let handle = conn.try_clone().map_err(Error::db("opening another connection"))?;
+        let handle = connect(&conn, &location).map_err(Error::db("opening another connection"))?;
         Ok(Store {
             shared: Arc::new(Shared {
                 location,
@@ -420,7 +424,9 @@ impl Store {
 
 /// DuckDB's answer to everything once a fatal error invalidated it.
 fn invalidated(conn: &Connection) -> bool {
-    match conn.execute_batch("SELECT 1") {
+    // Reads a table: DuckDB can invalidate the attached file alone (a
+    // failed checkpoint), which a query touching no table would not see.
+    match conn.execute_batch("SELECT count(*) FROM cdktr_schema_version") {
         Ok(()) => false,
         Err(e) => {
             let m = e.to_string();
@@ -441,6 +447,36 @@ fn config() -> Result<duckdb::Config> {
         .and_then(|c| c.with("autoinstall_known_extensions", "false"))
         .and_then(|c| c.with("late_materialization_max_rows", "0"))
         .map_err(Error::db("configuring DuckDB"))
+}
+
+/// A file database, attached to an in-memory DuckDB: only an attached
+/// database takes a row group size ([`ROW_GROUP_SIZE`]). DuckDB's spill
+/// files go where they would for the file opened directly (`<path>.tmp`).
+fn open_file(path: &Path) -> Result<Connection> {
+    let failed = |reason: String| Error::Open {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = path
+        .to_str()
+        .ok_or_else(|| failed("the path is not valid UTF-8".into()))?;
+    let quoted = text.replace('\'', "''");
+    let conn = Connection::open_in_memory_with_flags(config()?).map_err(|e| failed(e.to_string()))?;
+    conn.execute_batch(&format!(
+        "SET temp_directory = '{quoted}.tmp'; \
+         ATTACH '{quoted}' AS {CATALOG} (TYPE DUCKDB, ROW_GROUP_SIZE {ROW_GROUP_SIZE}); USE {CATALOG};"
+    ))
+    .map_err(|e| failed(e.to_string()))?;
+    Ok(conn)
+}
+
+/// Another connection to `conn`'s database, using the same catalog.
+fn connect(conn: &Connection, location: &Location) -> duckdb::Result<Connection> {
+    let new = conn.try_clone()?;
+    if let Location::File(_) = location {
+        new.execute_batch(&format!("USE {CATALOG}"))?;
+    }
+    Ok(new)
 }
 
 fn current_version(conn: &Connection) -> Result<i64> {

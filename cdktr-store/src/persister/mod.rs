@@ -34,22 +34,16 @@ pub struct PersisterConfig {
     /// Write whatever is pending at least this often (default 30 s). Failed
     /// writes are retried at this pace too.
     pub flush_interval: Duration,
-    /// Write as soon as this many messages are pending (default 20,000).
+    /// Write as soon as this many messages are pending (default
+    /// [`ROW_GROUP_SIZE`](crate::ROW_GROUP_SIZE), 20,480: a batch of whole
+    /// row groups is compressed once, straight into the file; a smaller
+    /// one goes through DuckDB's write-ahead log and is compressed again at
+    /// every checkpoint).
     pub batch_size: usize,
     /// Write as soon as the pending messages hold this many bytes (default
-    /// 8 MiB), so that large payloads make smaller batches.
+    /// 32 MiB: a row group of 1 KiB lines), so that larger payloads make
+    /// smaller batches.
     pub batch_bytes: usize,
-    /// When this many messages are pending as the writer is free, a write
-    /// takes exactly this many, however many bytes (default 122,880: one
-    /// DuckDB row group), and the next writes do too while the next such
-    /// batch fills within a second. DuckDB writes a transaction of whole
-    /// row groups compressed straight into the file; smaller ones go
-    /// through its write-ahead log and are compressed again at every
-    /// checkpoint, about 5 times the cost per line. So under full load,
-    /// when lines pile up while a write runs, the store keeps up at a
-    /// higher rate; at lower rates nothing changes. Larger than
-    /// `max_pending` (in lines or bytes), it never applies.
-    pub bulk_batch_size: usize,
     /// Most bytes of messages in the input channel (default 4 MiB), for a
     /// sender that takes them from [`Persister::budget`].
     pub channel_bytes: usize,
@@ -58,8 +52,8 @@ pub struct PersisterConfig {
     /// full channel makes the log manager wait: that is the back-pressure.
     pub channel_capacity: usize,
     /// Most messages held unwritten, the batch being written included
-    /// (default 250,000: two bulk batches, so that lines are taken while
-    /// one is written). Past it, while
+    /// (default 81,920: four batches, so that lines are taken while one is
+    /// written). Past it, while
     /// writes succeed, the persister stops taking input (back-pressure);
     /// while they fail, it keeps taking input so that the bus keeps flowing
     /// and sheds what it cannot hold: a replaying publisher re-sends it, a
@@ -67,9 +61,8 @@ pub struct PersisterConfig {
     /// [`PersisterStats::shed`].
     pub max_pending: usize,
     /// Most bytes of messages held unwritten, by [`Line::memory_bytes`]
-    /// (default 48 MiB: a bulk batch of 100-byte lines, ~33 MB, and half
-    /// as much again; 64 MiB was 5-10% faster under full load but took the
-    /// principal's peak memory past 256 MiB); as `max_pending`, in bytes.
+    /// (default 64 MiB: two batches of 1 KiB lines); as `max_pending`, in
+    /// bytes.
     pub max_pending_bytes: usize,
     /// How long [`Persister::shutdown`] keeps retrying a failing write
     /// (default 10 s).
@@ -77,7 +70,7 @@ pub struct PersisterConfig {
     /// Writes pause while the database file's filesystem has less free
     /// space than this (default: the smaller of 1 GiB and 5%) plus the
     /// next write's lines (their [`Line::memory_bytes`]: what a write adds
-    /// at most, a bulk batch some 40 MB), as if they failed: publishers
+    /// at most), as if they failed: publishers
     /// keep their lines until space returns.
     pub min_free_space: MinFreeSpace,
 }
@@ -86,13 +79,12 @@ impl Default for PersisterConfig {
     fn default() -> Self {
         PersisterConfig {
             flush_interval: Duration::from_secs(30),
-            batch_size: 20_000,
-            batch_bytes: 8 << 20,
-            bulk_batch_size: 122_880,
+            batch_size: crate::ROW_GROUP_SIZE,
+            batch_bytes: 32 << 20,
             channel_bytes: 4 << 20,
             channel_capacity: 10_000,
-            max_pending: 250_000,
-            max_pending_bytes: 48 << 20,
+            max_pending: 4 * crate::ROW_GROUP_SIZE,
+            max_pending_bytes: 64 << 20,
             shutdown_timeout: Duration::from_secs(10),
             min_free_space: MinFreeSpace::Auto,
         }

@@ -165,11 +165,11 @@ fn write_batch(conn: &mut Connection, b: &Batch) -> duckdb::Result<()> {
     if !b.lines.is_empty() {
         let mut app = tx.appender("logstore")?;
         // A vector's worth of rows at a time: what DuckDB takes per call,
-        // and the Arrow copy of a bulk batch is never whole in memory.
-        // The appender keeps what it is given until flushed: flushed every
-        // 16,384 rows, a bulk batch's copy there stays small too (peak RSS
-        // under full ingest 285 -> 226 MiB). Still one transaction, so
-        // still one bulk append for DuckDB.
+        // and the Arrow copy of a large batch (a flush of everything
+        // pending) is never whole in memory. The appender keeps what it is
+        // given until flushed: flushed every 16,384 rows, its copy stays
+        // small too (session 10: peak RSS under full ingest 285 -> 226 MiB
+        // with 122,880-line batches). Still one transaction.
         let chunks = b.lines.chunks(columns::CHUNK).zip(b.keys.chunks(columns::CHUNK));
         for (i, (lines, keys)) in chunks.enumerate() {
             let first = b.first_line + (i * columns::CHUNK) as u64;

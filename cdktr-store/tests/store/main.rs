@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use cdktr_log::{Envelope, Level, Line, LogMessage};
 use cdktr_store::{
     Error, LevelFilter, LogQuery, Order, Persister, PersisterConfig, PersisterStats, RecentWorkflows, RunStatus,
-    StatusChange, Store,
+    StatusChange, Store, ROW_GROUP_SIZE,
 };
 
 const T0: i64 = 1_795_000_000_000;

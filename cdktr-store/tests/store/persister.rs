@@ -204,17 +204,15 @@ fn a_batch_reaching_the_size_is_written_without_waiting_for_the_interval() {
     assert_eq!(store.query_logs(&all_of(LogQuery::default())).unwrap().len(), 250);
 }
 
-/// Lines that piled up while writes could not run go out in bulk batches
-/// of exactly `bulk_batch_size`, and the rest in batches of `batch_size`;
-/// numbered without a gap or a repeat across the vectors a bulk batch is
-/// appended in.
+/// Lines that piled up while writes could not run go out in batches of
+/// `batch_size`, numbered without a gap or a repeat across batches and
+/// across the vectors each batch is appended in.
 #[test]
-fn lines_piled_up_during_failing_writes_go_out_in_bulk_batches_then_small_ones() {
+fn lines_piled_up_during_failing_writes_go_out_in_full_batches_numbered_without_gaps() {
     let store = Store::open_in_memory().unwrap();
     let config = PersisterConfig {
         flush_interval: Duration::from_millis(20),
-        batch_size: 100,
-        bulk_batch_size: 4096,
+        batch_size: 4096,
         max_pending: 20_000,
         ..Default::default()
     };
@@ -229,8 +227,8 @@ fn lines_piled_up_during_failing_writes_go_out_in_bulk_batches_then_small_ones()
     wait("every line held", &|s| s.pending == n && s.failed_flushes > 0);
     persister.fail_next_writes(0);
     wait("every line written", &|s| s.persisted == n);
-    // Two bulk batches, then 250 lines in batches of 100.
-    assert_eq!(persister.stats().batches, 2 + 3);
+    // Two full batches, then the 250 left.
+    assert_eq!(persister.stats().batches, 3);
     let value = |sql: &str| match store.sql(sql, 1, 1 << 10).unwrap().rows[0][0] {
         cdktr_store::SqlValue::Int(v) => v,
         ref other => panic!("{sql}: {other:?}"),
@@ -239,6 +237,40 @@ fn lines_piled_up_during_failing_writes_go_out_in_bulk_batches_then_small_ones()
     assert_eq!(value("SELECT max(line_id) - min(line_id) + 1 FROM logstore"), n as i64);
     assert_eq!(value("SELECT count(*) FROM logstore WHERE payload = 'line ' || (seq - 1) || ' ' || ['alpha', 'beta', 'gamma', 'delta'][((seq - 1) % 4 + 1)::BIGINT]"), n as i64);
     persister.shutdown().unwrap();
+}
+
+/// A file database keeps row groups of `ROW_GROUP_SIZE` rows, so a full
+/// batch is whole row groups (DuckDB's own default would hold all these
+/// lines in one), before and after the file is opened again.
+#[test]
+fn a_file_store_writes_row_groups_of_the_batch_size_before_and_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.db");
+    let row_groups = |store: &Store| match store
+        .sql(
+            "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('logstore')",
+            1,
+            1 << 10,
+        )
+        .unwrap()
+        .rows[0][0]
+    {
+        cdktr_store::SqlValue::Int(v) => v,
+        ref other => panic!("{other:?}"),
+    };
+    let n = 2 * ROW_GROUP_SIZE;
+    for round in 1..=2 {
+        let store = Store::open(&path).unwrap();
+        let persister = Persister::start(&store, PersisterConfig::default()).unwrap();
+        let tx = persister.sender();
+        for i in 0..n {
+            tx.send(env(&format!("p{round}"), i as u64 + 1, message(i))).unwrap();
+        }
+        wait_for(&persister, "two batches written", &|s| s.persisted == n as u64);
+        assert_eq!(persister.stats().batches, 2);
+        assert_eq!(row_groups(&store), 2 * round);
+        persister.shutdown().unwrap();
+    }
 }
 
 #[test]

@@ -81,29 +81,7 @@ pub(super) struct Worker {
     failures: Arc<AtomicU32>,
     /// The interval came: batches are written until nothing is pending.
     draining: bool,
-    pace: Pace,
 }
-
-/// How batches are cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Pace {
-    /// A batch (`batch_size` lines or `batch_bytes`) as soon as that much
-    /// is pending.
-    Steady,
-    /// Lines piled up while a write ran: only bulk batches
-    /// (`bulk_batch_size`) are written, while one fills within
-    /// [`BULK_WAIT`] of the writer coming back (`free_since`). A smaller
-    /// write in between would go through DuckDB's write-ahead log and
-    /// leave a short row group for a checkpoint to merge (measured: 5
-    /// times the cost per line).
-    Bulk { free_since: Option<Instant> },
-}
-
-/// How long, after a bulk write, the writer waits for the next bulk batch
-/// to fill before going back to batches of `batch_size`. Under full load
-/// a row group fills in about a second, counting the write itself (which
-/// slows the input); at 250 ms the pace dropped after most bulk writes.
-pub(super) const BULK_WAIT: Duration = Duration::from_millis(1000);
 
 impl Worker {
     pub fn new(
@@ -144,7 +122,6 @@ impl Worker {
             space,
             failures,
             draining: false,
-            pace: Pace::Steady,
         })
     }
 
@@ -162,9 +139,6 @@ impl Worker {
             };
             if self.dirty {
                 timeout = timeout.min(SHARE_EVERY);
-            }
-            if let (Pace::Bulk { free_since: Some(t) }, None) = (self.pace, &self.in_flight) {
-                timeout = timeout.min((t + BULK_WAIT).saturating_duration_since(Instant::now()));
             }
             select! {
                 recv(input) -> m => {
@@ -215,9 +189,7 @@ impl Worker {
                         }
                     }
                     Ok(Ctrl::FlushSoon) => {
-                        // Bulk writes already follow each other; a small
-                        // one in between would only slow them.
-                        if !self.failing && self.pace == Pace::Steady {
+                        if !self.failing {
                             next_flush = Instant::now();
                         }
                     }
@@ -230,7 +202,6 @@ impl Worker {
                 },
                 default(timeout) => {}
             }
-            self.pace_down();
             let due = Instant::now() >= next_flush;
             let ready = due || self.draining || (!self.failing && self.batch_ready());
             if self.in_flight.is_none() && ready {
@@ -270,22 +241,7 @@ impl Worker {
 
     /// A batch to write, in lines or bytes.
     fn batch_ready(&self) -> bool {
-        match self.pace {
-            Pace::Steady => {
-                self.pending.len() >= self.config.batch_size || self.pending_bytes >= self.config.batch_bytes
-            }
-            Pace::Bulk { .. } => self.pending.len() >= self.config.bulk_batch_size,
-        }
-    }
-
-    /// Back to batches of `batch_size` once the next bulk batch has not
-    /// filled within [`BULK_WAIT`] of the writer coming back.
-    fn pace_down(&mut self) {
-        if let Pace::Bulk { free_since: Some(t) } = self.pace {
-            if t.elapsed() >= BULK_WAIT && !self.batch_ready() {
-                self.pace = Pace::Steady;
-            }
-        }
+        self.pending.len() >= self.config.batch_size || self.pending_bytes >= self.config.batch_bytes
     }
 
     fn accept(&mut self, env: Line) {

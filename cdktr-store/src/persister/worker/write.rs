@@ -8,7 +8,7 @@ use cdktr_log::Line;
 
 use super::super::writer::{Batch, Written};
 use super::super::HashMap;
-use super::{Pace, Worker};
+use super::Worker;
 use crate::error::{Error, Result};
 
 /// How much of what is pending a write takes.
@@ -55,9 +55,9 @@ impl Worker {
             return Err(Error::SpaceLow { free: self.space.free });
         }
         // Everything goes as it is; a batch goes in a buffer of its size,
-        // and `pending` keeps its own (a bulk batch split off would take a
-        // buffer sized for two, and `pending` would grow a new one by
-        // doubling).
+        // and `pending` keeps its own (a batch split off would take a
+        // buffer sized for all pending, and `pending` would grow a new one
+        // by doubling).
         let lines: Vec<Line> = match n == self.pending.len() {
             true => std::mem::take(&mut self.pending),
             false => self.pending.drain(..n).collect(),
@@ -112,15 +112,9 @@ impl Worker {
         Ok(())
     }
 
-    /// The oldest lines to write next, and their bytes: a bulk batch when
-    /// that many wait, else up to a batch in lines or bytes. Sets the pace.
-    fn next_batch(&mut self) -> (usize, usize) {
-        let bulk = self.config.bulk_batch_size;
-        if self.pending.len() >= bulk {
-            self.pace = Pace::Bulk { free_since: None };
-            return (bulk, self.pending[..bulk].iter().map(Line::memory_bytes).sum());
-        }
-        self.pace = Pace::Steady;
+    /// The oldest lines to write next, up to a batch in lines or bytes,
+    /// and their bytes.
+    fn next_batch(&self) -> (usize, usize) {
         let (mut n, mut bytes) = (0, 0);
         while n < self.pending.len() && n < self.config.batch_size && bytes < self.config.batch_bytes {
             bytes += self.pending[n].memory_bytes();
@@ -151,9 +145,6 @@ impl Worker {
     /// wait for the next write.
     pub(super) fn finish_write(&mut self, w: Written) -> Result<()> {
         self.in_flight = None;
-        if let Pace::Bulk { free_since } = &mut self.pace {
-            *free_since = Some(Instant::now());
-        }
         if w.reopened {
             self.stats.reopened += 1;
         }
