@@ -79,19 +79,20 @@ fn principal_on(db: &Path, ports: &[u16; 3], min_free: &str) -> (Killed, std::sy
 #[test]
 fn a_filling_disk_pauses_writes_with_a_warning_and_everything_is_stored_once_when_space_returns() {
     // Kept free: 8 MiB (writes pause before DuckDB sees ENOSPC); then 0,
-    // DuckDB running into the full disk itself: with 3 MiB left a WAL write
+    // DuckDB running into the full disk itself: with 3 MiB left a write
     // fails (retried); with 24 MiB left the WAL passed DuckDB's checkpoint
     // threshold and the checkpoint failed, which invalidates the database
-    // (measured: reopened 1) until bulk batches came (session 10): now a
-    // bulk write fails there first (reopened 0 in 2 runs). Either way no
-    // restart, every line once.
+    // (measured: reopened 1) until writes became whole row groups, which
+    // skip the WAL (sessions 10 and 11): now a write fails there first
+    // (reopened 0, 600,000 lines sent). Either way no restart, every line
+    // once.
     // The disk holds every line sent once the filler goes: the persister
     // takes lines while a write runs, so the first failure shows later and
     // up to ~300,000 lines were sent before it; with their WAL and a
-    // checkpoint's new blocks they did not always fit in 64 MiB. Since the
-    // persister holds two row groups (250,000 lines) up to 530,000 were
-    // sent, and a checkpoint with its temporary files did not fit in
-    // 128 MiB (reopened 69 times, each checkpoint out of space).
+    // checkpoint's new blocks they did not always fit in 64 MiB. When the
+    // persister held 250,000 lines (session 10) up to 530,000 were sent,
+    // and a checkpoint with its temporary files did not fit in 128 MiB
+    // (reopened 69 times, each checkpoint out of space).
     for (min_free, left) in [("8MiB", 20u64 << 20), ("0", 3 << 20), ("0", 24 << 20)] {
         let Some(disk) = SmallDisk::mount("256m") else {
             return;

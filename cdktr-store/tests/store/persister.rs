@@ -239,26 +239,28 @@ fn lines_piled_up_during_failing_writes_go_out_in_full_batches_numbered_without_
     persister.shutdown().unwrap();
 }
 
-/// A file database keeps row groups of `ROW_GROUP_SIZE` rows, so a full
-/// batch is whole row groups (DuckDB's own default would hold all these
-/// lines in one), before and after the file is opened again.
+/// How many row groups `logstore` has, and the fewest and most rows in one.
+fn row_groups(store: &Store) -> (i64, i64, i64) {
+    let sql = "SELECT count(*), min(n), max(n) FROM \
+               (SELECT row_group_id, max(start + count) - min(start) AS n FROM pragma_storage_info('logstore') \
+                WHERE column_name = 'line_id' GROUP BY row_group_id)";
+    let rows = store.sql(sql, 1, 1 << 10).unwrap().rows;
+    let int = |v: &cdktr_store::SqlValue| match v {
+        cdktr_store::SqlValue::Int(v) => *v,
+        other => panic!("{other:?}"),
+    };
+    (int(&rows[0][0]), int(&rows[0][1]), int(&rows[0][2]))
+}
+
+/// A file database keeps row groups of `ROW_GROUP_SIZE` rows (DuckDB's own
+/// default would hold all these lines in one), and a full batch is whole
+/// row groups, before and after the file is opened again.
 #[test]
-fn a_file_store_writes_row_groups_of_the_batch_size_before_and_after_a_reopen() {
+fn a_file_store_writes_a_full_batch_as_whole_row_groups_before_and_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rows.db");
-    let row_groups = |store: &Store| match store
-        .sql(
-            "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('logstore')",
-            1,
-            1 << 10,
-        )
-        .unwrap()
-        .rows[0][0]
-    {
-        cdktr_store::SqlValue::Int(v) => v,
-        ref other => panic!("{other:?}"),
-    };
-    let n = 2 * ROW_GROUP_SIZE;
+    let n = PersisterConfig::default().batch_size;
+    assert_eq!(n % ROW_GROUP_SIZE, 0);
     for round in 1..=2 {
         let store = Store::open(&path).unwrap();
         let persister = Persister::start(&store, PersisterConfig::default()).unwrap();
@@ -266,11 +268,46 @@ fn a_file_store_writes_row_groups_of_the_batch_size_before_and_after_a_reopen() 
         for i in 0..n {
             tx.send(env(&format!("p{round}"), i as u64 + 1, message(i))).unwrap();
         }
-        wait_for(&persister, "two batches written", &|s| s.persisted == n as u64);
-        assert_eq!(persister.stats().batches, 2);
-        assert_eq!(row_groups(&store), 2 * round);
+        wait_for(&persister, "a batch written", &|s| s.persisted == n as u64);
+        assert_eq!(persister.stats().batches, 1);
+        let whole = (round * n / ROW_GROUP_SIZE) as i64;
+        assert_eq!(
+            row_groups(&store),
+            (whole, ROW_GROUP_SIZE as i64, ROW_GROUP_SIZE as i64)
+        );
         persister.shutdown().unwrap();
     }
+}
+
+/// A batch cut by bytes between one and two row groups is cut back to one
+/// row group, so no short row group follows it.
+#[test]
+fn a_batch_cut_by_bytes_past_a_row_group_is_cut_at_a_whole_row_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("cut.db")).unwrap();
+    let lines: Vec<Line> = (0..3 * ROW_GROUP_SIZE)
+        .map(|i| env("p", i as u64 + 1, message(i)))
+        .collect();
+    let config = PersisterConfig {
+        batch_size: 4 * ROW_GROUP_SIZE,
+        batch_bytes: lines[..ROW_GROUP_SIZE * 3 / 2].iter().map(Line::memory_bytes).sum(),
+        max_pending: 8 * ROW_GROUP_SIZE,
+        max_pending_bytes: usize::MAX,
+        channel_bytes: usize::MAX,
+        ..Default::default()
+    };
+    let persister = Persister::start(&store, config).unwrap();
+    let tx = persister.sender();
+    for line in lines {
+        tx.send(line).unwrap();
+    }
+    wait_for(&persister, "two row groups written", &|s| {
+        s.persisted >= 2 * ROW_GROUP_SIZE as u64
+    });
+    let s = persister.stats();
+    assert_eq!((s.persisted, s.batches), (2 * ROW_GROUP_SIZE as u64, 2));
+    assert_eq!(row_groups(&store), (2, ROW_GROUP_SIZE as i64, ROW_GROUP_SIZE as i64));
+    persister.shutdown().unwrap();
 }
 
 #[test]

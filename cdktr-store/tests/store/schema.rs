@@ -189,6 +189,35 @@ fn unusable_paths_are_typed_errors_naming_the_path() {
     assert!(Store::open(&under_file).is_err());
 }
 
+/// The file's path reaches DuckDB inside SQL (an `ATTACH`): quotes and
+/// SQL in a name are only a name.
+#[test]
+fn a_path_with_quotes_and_sql_in_its_name_opens_that_file_and_only_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("it's'; DROP TABLE logstore; --.db");
+    let store = Store::open(&path).unwrap();
+    persist(&store, PersisterConfig::default(), &[message(1)]);
+    drop(store);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["it's'; DROP TABLE logstore; --.db"]);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.query_logs(&all_of(LogQuery::default())).unwrap().len(), 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_path_that_is_not_utf8_is_a_typed_error_naming_it() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(std::ffi::OsStr::from_bytes(b"logs-\xff.db"));
+    let err = Store::open(&path).err().unwrap();
+    assert!(matches!(&err, Error::Open { path: p, .. } if p == &path), "{err}");
+    assert!(err.to_string().contains("UTF-8"), "{err}");
+}
+
 #[test]
 fn a_database_locked_by_another_process_is_a_typed_error() {
     if let Ok(path) = std::env::var("CDKTR_TEST_HOLD_DB") {

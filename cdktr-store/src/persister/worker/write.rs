@@ -10,6 +10,7 @@ use super::super::writer::{Batch, Written};
 use super::super::HashMap;
 use super::Worker;
 use crate::error::{Error, Result};
+use crate::ROW_GROUP_SIZE;
 
 /// How much of what is pending a write takes.
 pub(super) enum Take {
@@ -113,12 +114,20 @@ impl Worker {
     }
 
     /// The oldest lines to write next, up to a batch in lines or bytes,
-    /// and their bytes.
+    /// and their bytes. More than a row group is cut at a whole number of
+    /// row groups: a part of one after them would be written as a short
+    /// row group, with a block of its own (measured: 1 KiB lines cut at
+    /// 32 MiB made the file 1.8 times as large).
     fn next_batch(&self) -> (usize, usize) {
         let (mut n, mut bytes) = (0, 0);
         while n < self.pending.len() && n < self.config.batch_size && bytes < self.config.batch_bytes {
             bytes += self.pending[n].memory_bytes();
             n += 1;
+        }
+        if n > ROW_GROUP_SIZE && n % ROW_GROUP_SIZE != 0 {
+            let whole = n - n % ROW_GROUP_SIZE;
+            bytes -= self.pending[whole..n].iter().map(Line::memory_bytes).sum::<usize>();
+            n = whole;
         }
         (n, bytes)
     }
