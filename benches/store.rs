@@ -143,12 +143,13 @@ fn ingest(c: &mut Criterion) {
     // each, on a file opened as DuckDB opens it by default (122,880-row
     // groups: each batch goes through the write-ahead log) and attached as
     // the store attaches it (each batch is whole row groups).
+    let batch = PersisterConfig::default().batch_size;
     for row_groups in [None, Some(ROW_GROUP_SIZE)] {
         let how = match row_groups {
             None => "default row groups".to_string(),
             Some(n) => format!("row groups of {n}"),
         };
-        g.bench_function(format!("{ROW_GROUP_SIZE}-row transactions, {how}, file"), |b| {
+        g.bench_function(format!("{batch}-row transactions, {how}, file"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
@@ -166,7 +167,7 @@ fn ingest(c: &mut Criterion) {
                         }
                     };
                     let start = Instant::now();
-                    for batch in lines.chunks(ROW_GROUP_SIZE) {
+                    for batch in lines.chunks(batch) {
                         let tx = conn.transaction().unwrap();
                         {
                             let mut app = tx.appender("logstore").unwrap();

@@ -42,7 +42,7 @@
 //! let line = Envelope { publisher_id: "agent-1".into(), seq: 1, replays: false, message };
 //! sink.send(Line::from(line)).unwrap();
 //!
-//! // Batches are written every 30 s or 20,000 lines; don't wait for that.
+//! // Batches are written every 30 s or 40,960 lines; don't wait for that.
 //! persister.flush_now(Duration::from_secs(5))?;
 //! let errors = store.query_logs(&LogQuery { workflow_id: Some("etl".into()), ..LogQuery::default() })?;
 //! assert_eq!(errors[0].payload, "connection refused");
