@@ -207,6 +207,21 @@ fn a_path_with_quotes_and_sql_in_its_name_opens_that_file_and_only_it() {
     assert_eq!(store.query_logs(&all_of(LogQuery::default())).unwrap().len(), 1);
 }
 
+/// `docs/schema.md` names the catalog a file is attached as; every handle
+/// uses it, a clone as much as the first.
+#[test]
+fn a_file_store_is_the_catalog_cdktr_on_every_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("named.db")).unwrap();
+    for handle in [&store, &store.try_clone().unwrap()] {
+        let rows = handle.sql("SELECT current_database()", 1, 1 << 10).unwrap().rows;
+        assert!(
+            matches!(&rows[0][0], cdktr_store::SqlValue::Text(name) if name == "cdktr"),
+            "{rows:?}"
+        );
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn a_path_that_is_not_utf8_is_a_typed_error_naming_it() {
