@@ -11,7 +11,7 @@ use worker::Worker;
 
 mod publishers;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -179,7 +179,7 @@ pub struct Persister {
     /// Writes still to fail on purpose (tests; set before the next write
     /// starts, whatever is in the channels).
     #[cfg_attr(not(feature = "testing"), allow(dead_code))]
-    failures: Arc<AtomicU32>,
+    failures: Arc<writer::Failpoints>,
     worker: Option<JoinHandle<Result<()>>>,
 }
 
@@ -259,7 +259,7 @@ impl Persister {
         let (ctrl, ctrl_rx) = bounded(16);
         let counters = Arc::new(StatsCell::default());
         let budget = Arc::new(ByteBudget::new(config.channel_bytes));
-        let failures = Arc::new(AtomicU32::new(0));
+        let failures = Arc::new(writer::Failpoints::default());
         let oldest = Arc::new(Oldest::new());
         let worker = Worker::new(
             store,
@@ -384,7 +384,16 @@ impl Persister {
     /// For tests of the retry path (the `testing` feature).
     #[cfg(feature = "testing")]
     pub fn fail_next_writes(&self, n: u32) {
-        self.failures.store(n, std::sync::atomic::Ordering::SeqCst);
+        self.failures.writes.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Makes the next `n` writes commit and then report a failure, as
+    /// DuckDB does when the checkpoint it runs inside a commit fails: the
+    /// persister cannot tell whether they landed. For tests of exactly-once
+    /// after such a failure (the `testing` feature).
+    #[cfg(feature = "testing")]
+    pub fn fail_next_commits(&self, n: u32) {
+        self.failures.commits.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Takes what is in the input channel, writes everything pending

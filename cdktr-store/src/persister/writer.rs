@@ -4,6 +4,7 @@
 //! this thread the channel filled meanwhile and the log manager, and with it
 //! the live stream, waited (`docs/performance.md`, "Second round").
 
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,8 +32,42 @@ pub(super) struct Batch {
     pub since: Option<Instant>,
     /// Bytes of the lines.
     pub bytes: usize,
-    /// Fail as if DuckDB had refused it (tests).
-    pub fail: bool,
+    /// Fail on purpose (tests).
+    pub fail: Option<Fail>,
+    /// An earlier try of this very batch failed in its commit, which may
+    /// have landed all the same: the writer looks before writing it again.
+    pub unsure: bool,
+}
+
+/// A write made to fail on purpose (tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fail {
+    /// As if DuckDB had refused it: nothing written.
+    Write,
+    /// Committed, then reported failed, as when the checkpoint DuckDB runs
+    /// inside a commit fails.
+    AfterCommit,
+}
+
+/// Writes still to fail on purpose, of each kind (tests).
+#[derive(Debug, Default)]
+pub(crate) struct Failpoints {
+    pub writes: AtomicU32,
+    pub commits: AtomicU32,
+}
+
+impl Failpoints {
+    /// How the next write fails, if it does.
+    pub fn next(&self) -> Option<Fail> {
+        let take = |n: &AtomicU32| n.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok();
+        if take(&self.writes) {
+            Some(Fail::Write)
+        } else if take(&self.commits) {
+            Some(Fail::AfterCommit)
+        } else {
+            None
+        }
+    }
 }
 
 /// A batch back from the writer; written, without its lines (freed on the
@@ -45,6 +80,12 @@ pub(super) struct Written {
     pub result: Result<Duration>,
     /// DuckDB had invalidated the database and it was opened again.
     pub reopened: bool,
+    /// It failed where it may have been written all the same (in the
+    /// commit: DuckDB's automatic checkpoint runs after the write-ahead log
+    /// has the batch, and its failure fails the commit), or it could not
+    /// be looked for: the same batch must be tried again, never merged
+    /// with other lines.
+    pub unsure: bool,
 }
 
 /// The writer's end of the persister: hand a batch, take it back written.
@@ -124,13 +165,36 @@ fn lower_priority() {
 fn write(store: &Store, mut batch: Batch) -> Written {
     let start = Instant::now();
     let lines = batch.lines.len();
-    let result = if batch.fail {
+    let mut unsure = false;
+    let injected = || duckdb::Error::ToSqlConversionFailure("injected write failure".into());
+    let result = if batch.fail == Some(Fail::Write) {
         Err(Error::Db {
             op: "writing a batch",
-            source: duckdb::Error::ToSqlConversionFailure("injected write failure".into()),
+            source: injected(),
         })
     } else {
-        write_batch(&mut store.conn(), &batch).map_err(Error::db("writing a batch"))
+        let mut conn = store.conn();
+        let landed = match batch.unsure {
+            true => landed(&conn, &batch),
+            false => Ok(false),
+        };
+        match landed {
+            Ok(true) => Ok(()),
+            Ok(false) => write_batch(&mut conn, &batch)
+                .and_then(|()| match batch.fail {
+                    Some(Fail::AfterCommit) => Err((true, injected())),
+                    _ => Ok(()),
+                })
+                .map_err(|(at_commit, e)| {
+                    unsure = at_commit;
+                    e
+                }),
+            Err(e) => {
+                unsure = true;
+                Err(e)
+            }
+        }
+        .map_err(Error::db("writing a batch"))
     };
     let mut reopened = false;
     if result.is_ok() {
@@ -149,12 +213,49 @@ fn write(store: &Store, mut batch: Batch) -> Written {
         lines,
         result: result.map(|()| start.elapsed()),
         reopened,
+        unsure,
     }
 }
 
-/// Writes the batch and each publisher's new mark in one transaction.
-fn write_batch(conn: &mut Connection, b: &Batch) -> duckdb::Result<()> {
-    let tx = conn.transaction()?;
+/// Whether an earlier try of `b` was committed: a transaction lands whole,
+/// so one of its rows tells (its lines' numbers, else its first gap, else
+/// its first mark).
+fn landed(conn: &Connection, b: &Batch) -> duckdb::Result<bool> {
+    let count = |sql: &str, p: &[&dyn duckdb::ToSql]| conn.query_row(sql, p, |r| r.get::<_, i64>(0));
+    let n = if !b.lines.is_empty() {
+        let end = b.first_line + b.lines.len() as u64;
+        // The archiver may have moved them on since.
+        count(
+            "SELECT (SELECT count(*) FROM logstore WHERE line_id >= ?1 AND line_id < ?2) \
+                  + (SELECT count(*) FROM archive_file WHERE max_line_id >= ?1 AND min_line_id < ?2)",
+            &[&b.first_line, &end],
+        )?
+    } else if let Some((publisher, first, last)) = b.lost.first() {
+        count(
+            "SELECT count(*) FROM publisher_gap WHERE publisher_id = ? AND first_seq = ? AND last_seq = ?",
+            &[publisher, first, last],
+        )?
+    } else if let Some((publisher, seq)) = b.marks.first() {
+        count(
+            "SELECT count(*) FROM publisher_watermark WHERE publisher_id = ? AND seq >= ?",
+            &[publisher, seq],
+        )?
+    } else {
+        0
+    };
+    Ok(n > 0)
+}
+
+/// Writes the batch and each publisher's new mark in one transaction; an
+/// error says whether it came from the commit (then the batch may have
+/// landed).
+fn write_batch(conn: &mut Connection, b: &Batch) -> std::result::Result<(), (bool, duckdb::Error)> {
+    let tx = conn.transaction().map_err(|e| (false, e))?;
+    append_batch(&tx, b).map_err(|e| (false, e))?;
+    tx.commit().map_err(|e| (true, e))
+}
+
+fn append_batch(tx: &duckdb::Transaction<'_>, b: &Batch) -> duckdb::Result<()> {
     if !b.fresh.is_empty() {
         let mut app = tx.appender("publisher")?;
         for (key, id) in &b.fresh {
@@ -195,5 +296,5 @@ fn write_batch(conn: &mut Connection, b: &Batch) -> duckdb::Result<()> {
         app.flush()?;
     }
     drop(app);
-    tx.commit()
+    Ok(())
 }

@@ -239,6 +239,40 @@ fn lines_piled_up_during_failing_writes_go_out_in_full_batches_numbered_without_
     persister.shutdown().unwrap();
 }
 
+/// A write whose commit landed but was reported failed (as when the
+/// checkpoint DuckDB runs inside a commit fails on a full disk) is not
+/// written again: every line once, numbered without gaps, each publisher
+/// once in `publisher`.
+#[test]
+fn a_write_that_committed_but_reported_a_failure_is_not_written_twice() {
+    let store = Store::open_in_memory().unwrap();
+    let config = PersisterConfig {
+        flush_interval: Duration::from_millis(20),
+        batch_size: 100,
+        ..Default::default()
+    };
+    let persister = Persister::start(&store, config).unwrap();
+    persister.fail_next_commits(2);
+    let tx = persister.sender();
+    let n = 250;
+    for i in 0..n {
+        tx.send(env(&format!("p{}", i % 3), i / 3 + 1, message(i as usize)))
+            .unwrap();
+    }
+    wait_for(&persister, "every line written", &|s| s.persisted == n);
+    assert_eq!(persister.stats().failed_flushes, 2);
+    let value = |sql: &str| match store.sql(sql, 1, 1 << 10).unwrap().rows[0][0] {
+        cdktr_store::SqlValue::Int(v) => v,
+        ref other => panic!("{sql}: {other:?}"),
+    };
+    assert_eq!(value("SELECT count(*) FROM logstore"), n as i64);
+    assert_eq!(value("SELECT count(DISTINCT line_id) FROM logstore"), n as i64);
+    assert_eq!(value("SELECT max(line_id) - min(line_id) + 1 FROM logstore"), n as i64);
+    assert_eq!(value("SELECT count(*) FROM publisher"), 3);
+    assert_eq!(value("SELECT count(DISTINCT publisher_id) FROM publisher"), 3);
+    persister.shutdown().unwrap();
+}
+
 /// How many row groups `logstore` has, and the fewest and most rows in one.
 fn row_groups(store: &Store) -> (i64, i64, i64) {
     let sql = "SELECT count(*), min(n), max(n) FROM \

@@ -1,7 +1,6 @@
 //! The persister's thread: takes the stream off the channel, drops
 //! re-sends, and writes batches with each publisher's mark.
 
-use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use duckdb::Connection;
 
 use super::publishers::Publishers;
 use super::space::{self, Space};
-use super::writer::Writer;
+use super::writer::{Batch, Failpoints, Writer};
 
 mod write;
 
@@ -49,6 +48,10 @@ pub(super) struct Worker {
     writer: Writer,
     /// The batch the writer has; taken back before the next is handed.
     in_flight: Option<InFlight>,
+    /// A batch whose commit failed and may have landed all the same: it
+    /// goes to the writer again as it is, before anything else, and the
+    /// writer looks first (written twice, its lines would be stored twice).
+    unsure: Option<Batch>,
     rx: Receiver<Line>,
     ctrl: Receiver<Ctrl>,
     config: PersisterConfig,
@@ -78,7 +81,7 @@ pub(super) struct Worker {
     next_line: u64,
     space: Space,
     /// Writes still to fail on purpose (tests).
-    failures: Arc<AtomicU32>,
+    failures: Arc<Failpoints>,
     /// The interval came: batches are written until nothing is pending.
     draining: bool,
 }
@@ -90,7 +93,7 @@ impl Worker {
         ctrl: Receiver<Ctrl>,
         config: PersisterConfig,
         (marks, publishers, next_line): (HashMap<String, u64>, Publishers, u64),
-        (counters, failures, oldest): (Arc<StatsCell<PersisterStats>>, Arc<AtomicU32>, Arc<Oldest>),
+        (counters, failures, oldest): (Arc<StatsCell<PersisterStats>>, Arc<Failpoints>, Arc<Oldest>),
         written: Marks,
     ) -> Result<Worker> {
         let db = match store.location() {
@@ -101,6 +104,7 @@ impl Worker {
         Ok(Worker {
             writer: Writer::start(store)?,
             in_flight: None,
+            unsure: None,
             rx,
             ctrl,
             config,
@@ -209,7 +213,7 @@ impl Worker {
                 // (after failed writes more than a batch may wait; one small
                 // transaction is likelier to fit on a filling disk).
                 self.draining = due || self.draining;
-                if !self.pending.is_empty() || !self.lost.is_empty() {
+                if self.unsure.is_some() || !self.pending.is_empty() || !self.lost.is_empty() {
                     match self.start_write(Take::Batch) {
                         Ok(()) | Err(Error::SpaceLow { .. }) => {}
                         Err(e) => log::error!(
@@ -235,6 +239,10 @@ impl Worker {
     /// included), in lines or bytes.
     fn full(&self) -> bool {
         let (lines, bytes) = self.in_flight.as_ref().map_or((0, 0), |f| (f.lines, f.bytes));
+        let (lines, bytes) = match &self.unsure {
+            Some(b) => (lines + b.lines.len(), bytes + b.bytes),
+            None => (lines, bytes),
+        };
         self.pending.len() + lines >= self.config.max_pending
             || self.pending_bytes + bytes >= self.config.max_pending_bytes
     }
@@ -365,11 +373,9 @@ impl Worker {
                 Ok(()) if self.rx.is_empty() => return Ok(()),
                 Ok(()) => self.take_waiting(),
                 Err(e) if Instant::now() >= deadline => {
-                    log::error!(
-                        "persister: giving up at shutdown with {} row(s) unwritten: {e}",
-                        self.pending.len()
-                    );
-                    return Err(Error::Unpersisted(self.pending.len() + self.rx.len()));
+                    let unwritten = self.pending.len() + self.unsure.as_ref().map_or(0, |b| b.lines.len());
+                    log::error!("persister: giving up at shutdown with {unwritten} row(s) unwritten: {e}");
+                    return Err(Error::Unpersisted(unwritten + self.rx.len()));
                 }
                 Err(e) => {
                     log::warn!("persister: write failed at shutdown, retrying: {e}");
@@ -381,12 +387,18 @@ impl Worker {
 
     /// When the oldest line not yet written was taken.
     fn oldest_unwritten(&self) -> Option<Instant> {
-        self.in_flight.as_ref().and_then(|f| f.since).or(self.pending_since)
+        let unsure = self.unsure.as_ref().and_then(|b| b.since);
+        self.in_flight
+            .as_ref()
+            .and_then(|f| f.since)
+            .or(unsure)
+            .or(self.pending_since)
     }
 
     fn publish_stats(&mut self) {
         self.oldest.set(self.oldest_unwritten());
-        self.stats.pending = (self.pending.len() + self.in_flight.as_ref().map_or(0, |f| f.lines)) as u64;
+        let held = self.in_flight.as_ref().map_or(0, |f| f.lines) + self.unsure.as_ref().map_or(0, |b| b.lines.len());
+        self.stats.pending = (self.pending.len() + held) as u64;
         self.stats.space_low = self.space.low;
         self.stats.free_space_bytes = self.space.free;
         self.counters.publish(&self.stats);

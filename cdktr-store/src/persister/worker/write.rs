@@ -1,7 +1,6 @@
 //! The worker's side of the hand-off to the writer thread: a batch out
 //! (with each publisher's new mark and key), back written or to retry.
 
-use std::sync::atomic::Ordering::SeqCst;
 use std::time::Instant;
 
 use cdktr_log::Line;
@@ -31,8 +30,13 @@ pub(super) struct InFlight {
 impl Worker {
     /// Writes everything pending now, after the batch the writer has.
     pub(super) fn flush(&mut self) -> Result<()> {
-        // A failed batch is back in `pending`: written again with the rest.
+        // A failed batch is back in `pending`: written again with the rest;
+        // one whose commit may have landed goes again first, on its own.
         let _ = self.wait_write();
+        if self.unsure.is_some() {
+            self.start_write(Take::Batch)?;
+            self.wait_write()?;
+        }
         if self.pending.is_empty() && self.lost.is_empty() {
             return Ok(());
         }
@@ -43,6 +47,13 @@ impl Worker {
     /// Hands pending lines to the writer, with each publisher's new mark
     /// and key.
     pub(super) fn start_write(&mut self, take: Take) -> Result<()> {
+        if let Some(batch) = self.unsure.take() {
+            if !self.space.room(batch.bytes as u64) {
+                self.unsure = Some(batch);
+                return Err(self.space_low());
+            }
+            return self.hand_over(batch);
+        }
         let (n, bytes) = match take {
             Take::All => (self.pending.len(), self.pending_bytes),
             Take::Batch => self.next_batch(),
@@ -50,10 +61,7 @@ impl Worker {
         // What the write adds to the file is at most about what the lines
         // hold in memory (the log takes them raw, a row group compressed).
         if !self.space.room(bytes as u64) {
-            self.failing = true;
-            self.draining = false;
-            self.publish_stats();
-            return Err(Error::SpaceLow { free: self.space.free });
+            return Err(self.space_low());
         }
         // Everything goes as it is; a batch goes in a buffer of its size,
         // and `pending` keeps its own (a batch split off would take a
@@ -86,7 +94,7 @@ impl Worker {
             *m = (*m).max(*last);
         }
         let marks = marks.into_iter().map(|(p, (seq, _))| (p.to_owned(), seq)).collect();
-        let fail = self.failures.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok();
+        let fail = self.failures.next();
         let batch = Batch {
             first_line: self.next_line,
             keys,
@@ -96,8 +104,21 @@ impl Worker {
             since,
             bytes,
             fail,
+            unsure: false,
             lines,
         };
+        self.hand_over(batch)
+    }
+
+    /// Writes pause: as if they failed, until space returns.
+    fn space_low(&mut self) -> Error {
+        self.failing = true;
+        self.draining = false;
+        self.publish_stats();
+        Error::SpaceLow { free: self.space.free }
+    }
+
+    fn hand_over(&mut self, batch: Batch) -> Result<()> {
         self.in_flight = Some(InFlight {
             lines: batch.lines.len(),
             bytes: batch.bytes,
@@ -105,8 +126,7 @@ impl Worker {
         });
         if let Err(batch) = self.writer.write(batch) {
             self.in_flight = None;
-            self.publishers.forget(&batch.fresh);
-            self.take_back(*batch);
+            self.give_back(*batch);
             self.failing = true;
             return Err(Error::Closed);
         }
@@ -176,12 +196,13 @@ impl Worker {
                 Ok(())
             }
             Err(e) => {
-                self.publishers.forget(&w.batch.fresh);
                 self.stats.failed_flushes += 1;
                 self.failing = true;
                 // Retried when the interval comes again.
                 self.draining = false;
-                self.take_back(w.batch);
+                let mut batch = w.batch;
+                batch.unsure |= w.unsure;
+                self.give_back(batch);
                 Err(e)
             }
         };
@@ -189,8 +210,20 @@ impl Worker {
         result
     }
 
+    /// A batch that was not written: its lines back before those taken
+    /// since, or, if its commit may have landed, kept whole to go again.
+    fn give_back(&mut self, b: Batch) {
+        if b.unsure {
+            // Failed on purpose once is enough: the retry is a real one.
+            self.unsure = Some(Batch { fail: None, ..b });
+        } else {
+            self.publishers.forget(&b.fresh);
+            self.take_back(b);
+        }
+    }
+
     /// Puts a batch that was not written back before the lines taken since.
-    pub(super) fn take_back(&mut self, mut b: Batch) {
+    fn take_back(&mut self, mut b: Batch) {
         b.lines.append(&mut self.pending);
         self.pending = b.lines;
         self.pending_bytes += b.bytes;
