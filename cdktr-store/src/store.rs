@@ -22,7 +22,7 @@ pub const SCHEMA_VERSION: i64 = 4;
 /// compressed straight into the file; a smaller one goes through the
 /// write-ahead log, and the table's unfinished row group is compressed
 /// again at every checkpoint. The persister's batches are whole row
-/// groups, so each full batch takes the first path: 2.8 times the MB/s of
+/// groups, so each full batch takes the first path: 2.6 times the MB/s of
 /// 1 KiB lines, a third of the longest write (`docs/performance.md`,
 /// session 11).
 pub const ROW_GROUP_SIZE: usize = 20_480;

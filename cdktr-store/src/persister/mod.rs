@@ -40,7 +40,7 @@ pub struct PersisterConfig {
     /// file; a smaller one goes through DuckDB's write-ahead log and is
     /// compressed again at every checkpoint. Each write leaves a partly
     /// used block in the file: with batches of one row group the file was
-    /// 1.5 times as large, with two 1.2 times (against batches through the
+    /// 1.8 times as large, with two 1.2 times (against batches through the
     /// log); three were no smaller, and slower.
     pub batch_size: usize,
     /// Write as soon as the pending messages hold this many bytes (default
