@@ -34,8 +34,11 @@ pub(super) struct Batch {
     pub bytes: usize,
     /// Fail on purpose (tests).
     pub fail: Option<Fail>,
-    /// An earlier try of this very batch failed in its commit, which may
-    /// have landed all the same: the writer looks before writing it again.
+    /// A try of this very batch failed where it may have landed all the
+    /// same (in its commit: DuckDB's automatic checkpoint runs after the
+    /// write-ahead log has the batch, and its failure fails the commit; or
+    /// the look for an earlier try failed). It must go again as it is,
+    /// never merged with other lines, and the writer looks first.
     pub unsure: bool,
 }
 
@@ -80,12 +83,6 @@ pub(super) struct Written {
     pub result: Result<Duration>,
     /// DuckDB had invalidated the database and it was opened again.
     pub reopened: bool,
-    /// It failed where it may have been written all the same (in the
-    /// commit: DuckDB's automatic checkpoint runs after the write-ahead log
-    /// has the batch, and its failure fails the commit), or it could not
-    /// be looked for: the same batch must be tried again, never merged
-    /// with other lines.
-    pub unsure: bool,
 }
 
 /// The writer's end of the persister: hand a batch, take it back written.
@@ -165,37 +162,12 @@ fn lower_priority() {
 fn write(store: &Store, mut batch: Batch) -> Written {
     let start = Instant::now();
     let lines = batch.lines.len();
-    let mut unsure = false;
-    let injected = || duckdb::Error::ToSqlConversionFailure("injected write failure".into());
-    let result = if batch.fail == Some(Fail::Write) {
-        Err(Error::Db {
-            op: "writing a batch",
-            source: injected(),
-        })
-    } else {
-        let mut conn = store.conn();
-        let landed = match batch.unsure {
-            true => landed(&conn, &batch),
-            false => Ok(false),
-        };
-        match landed {
-            Ok(true) => Ok(()),
-            Ok(false) => write_batch(&mut conn, &batch)
-                .and_then(|()| match batch.fail {
-                    Some(Fail::AfterCommit) => Err((true, injected())),
-                    _ => Ok(()),
-                })
-                .map_err(|(at_commit, e)| {
-                    unsure = at_commit;
-                    e
-                }),
-            Err(e) => {
-                unsure = true;
-                Err(e)
-            }
-        }
-        .map_err(Error::db("writing a batch"))
-    };
+    let outcome = write_unless_landed(&mut store.conn(), &batch);
+    batch.unsure |= matches!(outcome, Err((true, _)));
+    let result = outcome.map_err(|(_, e)| Error::Db {
+        op: "writing a batch",
+        source: e,
+    });
     let mut reopened = false;
     if result.is_ok() {
         batch.lines = Vec::new();
@@ -213,7 +185,24 @@ fn write(store: &Store, mut batch: Batch) -> Written {
         lines,
         result: result.map(|()| start.elapsed()),
         reopened,
-        unsure,
+    }
+}
+
+/// Writes `b`, unless it is unsure and an earlier try landed. An error says
+/// whether the batch may have landed all the same (it came from the
+/// commit, or the look for an earlier try failed).
+fn write_unless_landed(conn: &mut Connection, b: &Batch) -> std::result::Result<(), (bool, duckdb::Error)> {
+    let injected = || duckdb::Error::ToSqlConversionFailure("injected write failure".into());
+    if b.fail == Some(Fail::Write) {
+        return Err((false, injected()));
+    }
+    if b.unsure && landed(conn, b).map_err(|e| (true, e))? {
+        return Ok(());
+    }
+    write_batch(conn, b)?;
+    match b.fail {
+        Some(Fail::AfterCommit) => Err((true, injected())),
+        _ => Ok(()),
     }
 }
 

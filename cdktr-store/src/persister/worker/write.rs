@@ -200,9 +200,7 @@ impl Worker {
                 self.failing = true;
                 // Retried when the interval comes again.
                 self.draining = false;
-                let mut batch = w.batch;
-                batch.unsure |= w.unsure;
-                self.give_back(batch);
+                self.give_back(w.batch);
                 Err(e)
             }
         };
