@@ -51,9 +51,13 @@ pub struct PersisterConfig {
     /// Most bytes of messages in the input channel (default 4 MiB), for a
     /// sender that takes them from [`Persister::budget`].
     pub channel_bytes: usize,
-    /// Capacity of the input channel (default 10,000: the persister takes
-    /// lines while it writes, so the channel only bridges the hand-over). A
-    /// full channel makes the log manager wait: that is the back-pressure.
+    /// Capacity of the input channel (default 32,768). A full channel
+    /// makes the log manager wait: that is the back-pressure. For lines of
+    /// over 128 bytes in memory (a line of the load generator holds ~270),
+    /// `channel_bytes` is reached first: a sender waiting on the budget is
+    /// let in once half of it is free, one waiting on a full channel as
+    /// soon as one line fits, two context switches a line while the
+    /// persister catches up.
     pub channel_capacity: usize,
     /// Most messages held unwritten, the batch being written included
     /// (default 122,880: three batches, so that lines are taken while one
@@ -86,7 +90,7 @@ impl Default for PersisterConfig {
             batch_size: 2 * crate::ROW_GROUP_SIZE,
             batch_bytes: 32 << 20,
             channel_bytes: 4 << 20,
-            channel_capacity: 10_000,
+            channel_capacity: 32_768,
             max_pending: 6 * crate::ROW_GROUP_SIZE,
             max_pending_bytes: 64 << 20,
             shutdown_timeout: Duration::from_secs(10),
