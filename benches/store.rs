@@ -67,9 +67,13 @@ fn ingest(c: &mut Criterion) {
         .collect();
     let mut g = c.benchmark_group("ingest");
     g.sample_size(10).throughput(Throughput::Elements(N as u64));
-    for on_disk in [false, true] {
+    for (on_disk, threads) in [(false, None), (true, None), (true, Some(1))] {
         let place = if on_disk { "file" } else { "memory" };
-        g.bench_function(format!("persister, {place}"), |b| {
+        let name = match threads {
+            None => format!("persister, {place}"),
+            Some(n) => format!("persister, {place}, {n} thread"),
+        };
+        g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
@@ -79,6 +83,9 @@ fn ingest(c: &mut Criterion) {
                     } else {
                         Store::open_in_memory().unwrap()
                     };
+                    if let Some(n) = threads {
+                        store.set_threads(n).unwrap();
+                    }
                     let persister = Persister::start(&store, PersisterConfig::default()).unwrap();
                     let tx = persister.sender();
                     let start = Instant::now();
@@ -92,6 +99,9 @@ fn ingest(c: &mut Criterion) {
                 total
             })
         });
+        if threads.is_some() {
+            continue;
+        }
         for arrow in [false, true] {
             let how = if arrow { "arrow batches" } else { "row by row" };
             g.bench_function(format!("ceiling: appender, {how}, {place}"), |b| {
@@ -143,12 +153,22 @@ fn ingest(c: &mut Criterion) {
     // each, on a file opened as DuckDB opens it by default (122,880-row
     // groups: each batch goes through the write-ahead log) and attached as
     // the store attaches it (each batch is whole row groups).
+    // And with one DuckDB thread, the principal's default on 2 cores
+    // (`default_db_threads`): with a worker thread, the writing thread
+    // spins while the worker runs the write.
     let batch = PersisterConfig::default().batch_size;
-    for row_groups in [None, Some(ROW_GROUP_SIZE)] {
-        let how = match row_groups {
+    for (row_groups, threads) in [
+        (None, None),
+        (Some(ROW_GROUP_SIZE), None),
+        (Some(ROW_GROUP_SIZE), Some(1)),
+    ] {
+        let mut how = match row_groups {
             None => "default row groups".to_string(),
             Some(n) => format!("row groups of {n}"),
         };
+        if let Some(n) = threads {
+            how.push_str(&format!(", {n} thread"));
+        }
         g.bench_function(format!("{batch}-row transactions, {how}, file"), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -166,6 +186,9 @@ fn ingest(c: &mut Criterion) {
                             conn
                         }
                     };
+                    if let Some(n) = threads {
+                        conn.execute_batch(&format!("SET threads = {n}")).unwrap();
+                    }
                     let start = Instant::now();
                     for batch in lines.chunks(batch) {
                         let tx = conn.transaction().unwrap();

@@ -17,9 +17,9 @@ use cdktr_store::{Location, MemoryLimit, Persister, PersisterConfig, Store};
 
 use crate::security::{is_loopback, Security};
 use crate::{
-    default_db_path, server, Principal, Result, DEFAULT_FILE_MEMORY_LIMIT, DEFAULT_HEARTBEAT_TIMEOUT,
-    DEFAULT_QUERY_TIMEOUT, ENV_DB_CHECKPOINT_THRESHOLD, ENV_DB_MEMORY_LIMIT, ENV_DB_PATH, ENV_DB_THREADS,
-    ENV_HEARTBEAT_TIMEOUT_MS, ENV_QUERY_TIMEOUT_MS,
+    default_db_path, default_db_threads, server, Principal, Result, DEFAULT_FILE_MEMORY_LIMIT,
+    DEFAULT_HEARTBEAT_TIMEOUT, DEFAULT_QUERY_TIMEOUT, ENV_DB_CHECKPOINT_THRESHOLD, ENV_DB_MEMORY_LIMIT, ENV_DB_PATH,
+    ENV_DB_THREADS, ENV_HEARTBEAT_TIMEOUT_MS, ENV_QUERY_TIMEOUT_MS,
 };
 
 /// Configures a [`Principal`].
@@ -218,7 +218,8 @@ impl PrincipalBuilder {
         self
     }
 
-    /// DuckDB's thread count (default: DuckDB's, one per core).
+    /// DuckDB's thread count (default [`default_db_threads`]: one fewer
+    /// than the cores).
     pub fn db_threads(mut self, threads: u32) -> Self {
         self.db_threads = Some(threads);
         self
@@ -307,9 +308,7 @@ impl PrincipalBuilder {
         {
             store.set_memory_limit(limit)?;
         }
-        if let Some(n) = self.db_threads {
-            store.set_threads(n)?;
-        }
+        store.set_threads(self.db_threads.unwrap_or_else(default_db_threads))?;
         if let Some(size) = &self.db_checkpoint_threshold {
             store.set_checkpoint_threshold(size)?;
         }

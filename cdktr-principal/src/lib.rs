@@ -60,8 +60,20 @@ pub const ENV_DB_MEMORY_LIMIT: &str = "CDKTR_DB_MEMORY_LIMIT";
 /// Env var setting how much write-ahead log DuckDB gathers before it
 /// checkpoints (a DuckDB size; DuckDB's default, `16MB`, unless set).
 pub const ENV_DB_CHECKPOINT_THRESHOLD: &str = "CDKTR_DB_CHECKPOINT_THRESHOLD";
-/// Env var setting DuckDB's thread count.
+/// Env var setting DuckDB's thread count (default [`default_db_threads`]).
 pub const ENV_DB_THREADS: &str = "CDKTR_DB_THREADS";
+
+/// DuckDB's threads unless told otherwise: one fewer than the cores this
+/// process may use, at least one (which means no worker thread: each
+/// caller runs its own statement). With DuckDB's own default, one per
+/// core, a write's pipeline went to a worker while the writer spun waiting
+/// for it, so a write took two cores; on 2 cores one thread stored 14%
+/// more lines a second and the live tail kept its core (`docs/performance.md`,
+/// "DuckDB's threads", issue 15).
+pub fn default_db_threads() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    u32::try_from(cores.saturating_sub(1).max(1)).unwrap_or(u32::MAX)
+}
 
 /// The default database file: `$HOME/.cdktr/app.db`.
 pub fn default_db_path() -> PathBuf {

@@ -147,3 +147,33 @@ fn a_slow_query_does_not_hold_up_status_updates() {
     }
     principal.shutdown().unwrap();
 }
+
+/// DuckDB's `threads` setting as the principal's store reports it.
+fn duckdb_threads(principal: &cdktr_principal::Principal) -> String {
+    let rows = principal
+        .store()
+        .sql("SELECT current_setting('threads')", 1, 1 << 10)
+        .unwrap()
+        .rows;
+    rows[0][0].to_text()
+}
+
+#[test]
+fn duckdb_gets_one_thread_fewer_than_the_cores_unless_told_otherwise() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let expected = cores.saturating_sub(1).max(1);
+    assert_eq!(cdktr_principal::default_db_threads() as usize, expected);
+    let principal = cdktr_principal::testing::local_principal()
+        .database(cdktr_store::Location::Memory)
+        .start()
+        .unwrap();
+    assert_eq!(duckdb_threads(&principal), expected.to_string());
+    principal.shutdown().unwrap();
+    let principal = cdktr_principal::testing::local_principal()
+        .database(cdktr_store::Location::Memory)
+        .db_threads(3)
+        .start()
+        .unwrap();
+    assert_eq!(duckdb_threads(&principal), "3");
+    principal.shutdown().unwrap();
+}
