@@ -69,7 +69,7 @@ pub const ENV_DB_THREADS: &str = "CDKTR_DB_THREADS";
 /// core, a write's pipeline went to a worker while the writer spun waiting
 /// for it, so a write took two cores; on 2 cores one thread stored 14%
 /// more lines a second and the live tail kept its core (`docs/performance.md`,
-/// "DuckDB's threads", issue 15).
+/// "DuckDB's threads and the byte budget", issue 15).
 pub fn default_db_threads() -> u32 {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     u32::try_from(cores.saturating_sub(1).max(1)).unwrap_or(u32::MAX)
