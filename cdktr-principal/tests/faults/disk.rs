@@ -118,16 +118,7 @@ fn a_filling_disk_pauses_writes_with_a_warning_and_everything_is_stored_once_whe
             .start()
             .unwrap();
         let mut api = cdktr_log::ApiClient::connect(&api_config).unwrap();
-        let line = |i: usize| cdktr_log::LogMessage {
-            workflow_id: "disk".into(),
-            workflow_name: "disk".into(),
-            workflow_instance_id: format!("disk-{}", i % 7),
-            task_name: "t".into(),
-            task_instance_id: "t-1".into(),
-            timestamp_ms: cdktr_log::message::now_ms(),
-            level: cdktr_log::Level::Info,
-            payload: format!("{i:08} {:x}", (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).repeat(8),
-        };
+        let line = |i: usize| disk_line(i as u64, 8);
         let mut sent = 0;
         let end = Instant::now() + Duration::from_secs(180);
         let hit = loop {
@@ -225,16 +216,7 @@ fn a_checkpoint_failing_on_a_full_disk_invalidates_the_file_and_the_persister_op
             publisher_id: "disk".into(),
             seq: i + 1,
             replays: true,
-            message: cdktr_log::LogMessage {
-                workflow_id: "disk".into(),
-                workflow_name: "disk".into(),
-                workflow_instance_id: format!("disk-{}", i % 7),
-                task_name: "t".into(),
-                task_instance_id: "t-1".into(),
-                timestamp_ms: cdktr_log::message::now_ms(),
-                level: cdktr_log::Level::Info,
-                payload: format!("{i:08} {:x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).repeat(4),
-            },
+            message: disk_line(i, 4),
         })
     };
     // Lines until a write fails, a batch at a time once the last is
@@ -268,6 +250,21 @@ fn a_checkpoint_failing_on_a_full_disk_invalidates_the_file_and_the_persister_op
     assert_eq!(after.shed, 0, "{after:?}");
     drop(store);
     assert_eq!(stored(&db), (sent as usize, sent as usize), "every line once");
+}
+
+/// Line `i` of a disk test: its payload names it (repeated `copies` times),
+/// so that each stored line can be told apart.
+fn disk_line(i: u64, copies: usize) -> cdktr_log::LogMessage {
+    cdktr_log::LogMessage {
+        workflow_id: "disk".into(),
+        workflow_name: "disk".into(),
+        workflow_instance_id: format!("disk-{}", i % 7),
+        task_name: "t".into(),
+        task_instance_id: "t-1".into(),
+        timestamp_ms: cdktr_log::message::now_ms(),
+        level: cdktr_log::Level::Info,
+        payload: format!("{i:08} {:x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).repeat(copies),
+    }
 }
 
 /// The rows in `db`'s `logstore` and their distinct payloads (each line's

@@ -256,13 +256,19 @@ impl Worker {
     /// As much as the persister holds unwritten (the writer's batch
     /// included), in lines or bytes.
     fn full(&self) -> bool {
-        let (lines, bytes) = self.in_flight.as_ref().map_or((0, 0), |f| (f.lines, f.bytes));
-        let (lines, bytes) = match &self.unsure {
-            Some(b) => (lines + b.lines.len(), bytes + b.bytes),
-            None => (lines, bytes),
-        };
+        let (lines, bytes) = self.held();
         self.pending.len() + lines >= self.config.max_pending
             || self.pending_bytes + bytes >= self.config.max_pending_bytes
+    }
+
+    /// Lines and bytes taken out of `pending` and not yet written: the
+    /// writer's batch and one that may have landed.
+    fn held(&self) -> (usize, usize) {
+        let (lines, bytes) = self.in_flight.as_ref().map_or((0, 0), |f| (f.lines, f.bytes));
+        match &self.unsure {
+            Some(b) => (lines + b.lines.len(), bytes + b.bytes),
+            None => (lines, bytes),
+        }
     }
 
     /// A batch to write, in lines or bytes.
@@ -391,7 +397,7 @@ impl Worker {
                 Ok(()) if self.rx.is_empty() => return Ok(()),
                 Ok(()) => self.take_waiting(),
                 Err(e) if Instant::now() >= deadline => {
-                    let unwritten = self.pending.len() + self.unsure.as_ref().map_or(0, |b| b.lines.len());
+                    let unwritten = self.pending.len() + self.held().0;
                     log::error!("persister: giving up at shutdown with {unwritten} row(s) unwritten: {e}");
                     return Err(Error::Unpersisted(unwritten + self.rx.len()));
                 }
@@ -415,8 +421,7 @@ impl Worker {
 
     fn publish_stats(&mut self) {
         self.oldest.set(self.oldest_unwritten());
-        let held = self.in_flight.as_ref().map_or(0, |f| f.lines) + self.unsure.as_ref().map_or(0, |b| b.lines.len());
-        self.stats.pending = (self.pending.len() + held) as u64;
+        self.stats.pending = (self.pending.len() + self.held().0) as u64;
         self.stats.space_low = self.space.low;
         self.stats.free_space_bytes = self.space.free;
         self.counters.publish(&self.stats);
