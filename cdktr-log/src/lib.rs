@@ -129,7 +129,7 @@ pub mod tracing;
 pub use config::{ApiConfig, BusConfig};
 pub use error::{Error, ErrorKind, Result};
 pub use message::{Level, LogMessage};
-pub use query::{LevelFilter, LogPage, LogQuery, Order, Origin, Snapshot};
+pub use query::{LevelFilter, LogPage, LogQuery, Order, Origin, PageLine, Snapshot};
 pub use status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
 pub use wire::{Envelope, Line};
 

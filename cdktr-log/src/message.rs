@@ -92,9 +92,60 @@ pub struct LogMessage {
     pub payload: String,
 }
 
-impl LogMessage {
-    /// Bytes of its strings: what sizes a line in the byte budgets, a
-    /// query's page and a reply.
+/// A [`LogMessage`]'s fields, borrowed from wherever they are (a received
+/// frame, a query's result, a publisher's task context): encoded, sized
+/// and sent without building a `LogMessage` first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRef<'a> {
+    /// See [`LogMessage::workflow_id`].
+    pub workflow_id: &'a str,
+    /// See [`LogMessage::workflow_name`].
+    pub workflow_name: &'a str,
+    /// See [`LogMessage::workflow_instance_id`].
+    pub workflow_instance_id: &'a str,
+    /// See [`LogMessage::task_name`].
+    pub task_name: &'a str,
+    /// See [`LogMessage::task_instance_id`].
+    pub task_instance_id: &'a str,
+    /// See [`LogMessage::timestamp_ms`].
+    pub timestamp_ms: i64,
+    /// See [`LogMessage::level`].
+    pub level: Level,
+    /// See [`LogMessage::payload`].
+    pub payload: &'a str,
+}
+
+impl<'a> From<&'a LogMessage> for MessageRef<'a> {
+    fn from(m: &'a LogMessage) -> Self {
+        MessageRef {
+            workflow_id: &m.workflow_id,
+            workflow_name: &m.workflow_name,
+            workflow_instance_id: &m.workflow_instance_id,
+            task_name: &m.task_name,
+            task_instance_id: &m.task_instance_id,
+            timestamp_ms: m.timestamp_ms,
+            level: m.level,
+            payload: &m.payload,
+        }
+    }
+}
+
+impl MessageRef<'_> {
+    /// The message, as owned strings.
+    pub fn to_message(self) -> LogMessage {
+        LogMessage {
+            workflow_id: self.workflow_id.to_owned(),
+            workflow_name: self.workflow_name.to_owned(),
+            workflow_instance_id: self.workflow_instance_id.to_owned(),
+            task_name: self.task_name.to_owned(),
+            task_instance_id: self.task_instance_id.to_owned(),
+            timestamp_ms: self.timestamp_ms,
+            level: self.level,
+            payload: self.payload.to_owned(),
+        }
+    }
+
+    /// As [`LogMessage::text_bytes`].
     pub fn text_bytes(&self) -> usize {
         self.workflow_id.len()
             + self.workflow_name.len()
@@ -102,6 +153,14 @@ impl LogMessage {
             + self.task_name.len()
             + self.task_instance_id.len()
             + self.payload.len()
+    }
+}
+
+impl LogMessage {
+    /// Bytes of its strings: what sizes a line in the byte budgets, a
+    /// query's page and a reply.
+    pub fn text_bytes(&self) -> usize {
+        MessageRef::from(self).text_bytes()
     }
 
     /// The message as one JSON object (the field names above; `level` as its

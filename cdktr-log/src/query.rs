@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::message::{Level, LogMessage};
+use crate::message::{Level, LogMessage, MessageRef};
 
 /// How far back a query looks when it names no start time.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -105,6 +105,36 @@ pub struct LogPage {
     /// Set when more lines may follow: the query's `after` for the next
     /// page.
     pub next: Option<Cursor>,
+}
+
+/// A page's line and its origin, borrowed from wherever the rows are
+/// (DuckDB's result, a [`LogPage`]). A `Logs` reply is written from these
+/// ([`Response::logs_bytes`](crate::api::Response::logs_bytes)), so a
+/// server sends a page without owning every string of it first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLine<'a> {
+    /// The line.
+    pub message: MessageRef<'a>,
+    /// The line's [`Origin`]: its publisher's id and its `seq`.
+    pub origin: Option<(&'a str, u64)>,
+}
+
+impl<'a> PageLine<'a> {
+    /// `message` with `origin`.
+    pub fn new(message: &'a LogMessage, origin: Option<&'a Origin>) -> PageLine<'a> {
+        PageLine {
+            message: message.into(),
+            origin: origin.map(|o| (o.publisher_id.as_str(), o.seq)),
+        }
+    }
+
+    /// The origin, owned.
+    pub fn to_origin(&self) -> Option<Origin> {
+        self.origin.map(|(id, seq)| Origin {
+            publisher_id: id.to_owned(),
+            seq,
+        })
+    }
 }
 
 /// A query over the stored logs. Every filter is optional; unset filters

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cdktr_log::api::{ErrorKind, Request, Response, MAX_PAGE_BYTES, MAX_PAGE_LINES};
 use cdktr_log::sql::{MAX_SQL_BYTES, MAX_SQL_ROWS};
-use cdktr_store::{Persister, Store};
+use cdktr_store::{PageLine, Persister, Store};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use crate::server::{spawn, Counters};
@@ -281,11 +281,11 @@ impl Worker {
             let start = Instant::now();
             #[cfg(feature = "testing")]
             std::thread::sleep(self.delay);
-            let response = self.answer(request);
+            let reply = self.answer(request);
             self.load.record(start.elapsed());
             self.load.running.fetch_sub(1, Relaxed);
-            self.counters.count(&response);
-            envelope.push(response.to_bytes());
+            self.counters.count(reply.error);
+            envelope.push(reply.bytes);
             if let Err(e) = self.replies.send_multipart(envelope, 0) {
                 log::error!("api: a query worker cannot hand back its reply: {e}");
             }
@@ -293,7 +293,7 @@ impl Worker {
     }
 
     /// Runs one query under the time limit.
-    fn answer(&self, request: Request) -> Response {
+    fn answer(&self, request: Request) -> Reply {
         if matches!(
             request,
             Request::QueryLogs { .. } | Request::CountLogs { .. } | Request::Sql { .. }
@@ -320,21 +320,30 @@ impl Worker {
                  filters) or raise --query-timeout",
                 self.time_limit
             );
-            return Response::error(ErrorKind::TimedOut, message);
+            return Response::error(ErrorKind::TimedOut, message).into();
         }
-        result.unwrap_or_else(|e| match e {
-            cdktr_store::Error::InvalidQuery(m) => Response::error(ErrorKind::Invalid, m),
-            e @ cdktr_store::Error::Forbidden(_) => Response::error(ErrorKind::Forbidden, e.to_string()),
-            other => Response::error(ErrorKind::Database, other.to_string()),
+        result.unwrap_or_else(|e| {
+            Reply::from(match e {
+                cdktr_store::Error::InvalidQuery(m) => Response::error(ErrorKind::Invalid, m),
+                e @ cdktr_store::Error::Forbidden(_) => Response::error(ErrorKind::Forbidden, e.to_string()),
+                other => Response::error(ErrorKind::Database, other.to_string()),
+            })
         })
     }
 
-    fn query(&self, request: Request) -> cdktr_store::Result<Response> {
-        Ok(match request {
+    fn query(&self, request: Request) -> cdktr_store::Result<Reply> {
+        Ok(Reply::from(match request {
             Request::QueryLogs { mut query } => {
                 let limit = query.limit.unwrap_or(cdktr_log::query::DEFAULT_LIMIT);
                 query.limit = Some(limit.min(MAX_PAGE_LINES));
-                Response::Logs(self.store.query_page(&query, MAX_PAGE_BYTES)?)
+                // Written from DuckDB's columns: owning every string of a
+                // page first cost more than encoding it (issue 15).
+                let page = self.store.read_page(&query, MAX_PAGE_BYTES)?;
+                let lines: Vec<PageLine<'_>> = page.lines().collect();
+                return Ok(Reply {
+                    bytes: Response::logs_bytes(&lines, page.next()),
+                    error: false,
+                });
             }
             Request::Snapshot { query } => {
                 // Pinning writes what the manager handed over; then the
@@ -360,6 +369,22 @@ impl Worker {
                 changes: self.store.timeline(&workflow_instance_id)?,
             },
             other => Response::error(ErrorKind::Invalid, format!("{} is not a query", other.op())),
-        })
+        }))
+    }
+}
+
+/// A query worker's answer, as sent: a page of logs is written straight
+/// from the query's result, anything else from its [`Response`].
+struct Reply {
+    bytes: Vec<u8>,
+    error: bool,
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Reply {
+        Reply {
+            error: matches!(response, Response::Error { .. }),
+            bytes: response.to_bytes(),
+        }
     }
 }

@@ -10,6 +10,8 @@
 //!   writes it in batches, retrying failed writes without losing a line.
 //! - [`LogQuery`] is QueryLogs: time range, workflow, instance, task, level
 //!   and payload filters, compiled to parameterized SQL.
+//!   [`Store::read_page`] leaves a page's lines in DuckDB's result and
+//!   lends them out ([`StoredPage::lines`]): no copy per string.
 //! - Status history: [`Store::record_workflow_status`],
 //!   [`Store::timeline`], [`Store::recent_workflows`].
 //! - [`archive`]: lines past a hot retention move to Parquet files by day,
@@ -83,7 +85,7 @@ pub use cdktr_log::sql::{SqlColumn, SqlRows, SqlValue};
 pub use duckdb::InterruptHandle;
 pub use error::{Error, Result};
 pub use persister::{MinFreeSpace, Persister, PersisterConfig, PersisterStats};
-pub use query::{Cursor, LevelFilter, LogPage, LogQuery, Order, Origin, Snapshot};
+pub use query::{Cursor, LevelFilter, Lines, LogPage, LogQuery, Order, Origin, PageLine, Snapshot, StoredPage};
 pub use sql::HISTORY_VIEW;
 pub use status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
 pub use store::{Location, MemoryLimit, Store, ROW_GROUP_SIZE, SCHEMA_VERSION};

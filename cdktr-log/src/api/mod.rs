@@ -25,13 +25,15 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::error::ErrorKind;
 use crate::error::{Error, Result};
-use crate::query::{LogPage, LogQuery, Snapshot};
+use crate::message::LogMessage;
+use crate::query::{Cursor, LogPage, LogQuery, PageLine, Snapshot};
 use crate::sql::SqlRows;
 use crate::status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
 
 mod check;
 #[cfg(feature = "sockets")]
 mod client;
+mod logs;
 #[cfg(feature = "sockets")]
 mod poller;
 #[cfg(feature = "sockets")]
@@ -388,17 +390,33 @@ impl Response {
 
     /// The reply as bytes on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
-        // A page is written into a buffer of about its size: grown from
-        // empty, its ~250 KB were copied over again a dozen times.
-        let size = match self {
-            // Per line its strings, and ~190 bytes of field names, headers
-            // and origin.
-            Response::Logs(page) => page.lines.iter().map(|l| l.text_bytes() + 200).sum::<usize>() + 64,
-            _ => 128,
-        };
-        let mut out = Vec::with_capacity(size);
-        rmp_serde::encode::write_named(&mut out, self).expect("a Response always serializes");
-        out
+        match self {
+            Response::Logs(page) => {
+                let text: usize = page.lines.iter().map(LogMessage::text_bytes).sum();
+                logs::write(
+                    page.lines.iter().map(|l| PageLine::new(l, None)),
+                    page.origins
+                        .iter()
+                        .map(|o| o.as_ref().map(|o| (o.publisher_id.as_str(), o.seq))),
+                    page.next,
+                    logs::capacity(text, page.lines.len()),
+                )
+            }
+            _ => rmp_serde::encode::to_vec_named(self).expect("a Response always serializes"),
+        }
+    }
+
+    /// The bytes of `Response::Logs` for a page of `lines` (each with its
+    /// origin) and `next`, written from borrowed rows: what a server sends
+    /// without building a [`LogPage`] of owned strings.
+    pub fn logs_bytes(lines: &[PageLine<'_>], next: Option<Cursor>) -> Vec<u8> {
+        let text: usize = lines.iter().map(|l| l.message.text_bytes()).sum();
+        logs::write(
+            lines.iter().copied(),
+            lines.iter().map(|l| l.origin),
+            next,
+            logs::capacity(text, lines.len()),
+        )
     }
 
     /// Reads a reply.
@@ -406,29 +424,7 @@ impl Response {
     /// # Errors
     /// [`Error::Reply`] for bytes that are not a reply.
     pub fn from_bytes(bytes: &[u8]) -> Result<Response> {
-        // A page of lines straight into its struct when the tag comes
-        // first, as `to_bytes` writes it: serde reads an internally tagged
-        // enum through a buffered copy of every value, which was most of
-        // a client's decoding time (issue 15). Anything else, or a tag
-        // elsewhere, takes the general path; both accept the same bytes.
-        if logs_tag_first(bytes) {
-            #[derive(Deserialize)]
-            struct LogsReply {
-                #[serde(rename = "reply")]
-                _reply: serde::de::IgnoredAny,
-                lines: Vec<crate::LogMessage>,
-                #[serde(default)]
-                origins: Vec<Option<crate::query::Origin>>,
-                next: Option<crate::query::Cursor>,
-            }
-            let r: LogsReply = rmp_serde::from_slice(bytes).map_err(|e| Error::Reply(e.to_string()))?;
-            return Ok(Response::Logs(LogPage {
-                lines: r.lines,
-                origins: r.origins,
-                next: r.next,
-            }));
-        }
-        rmp_serde::from_slice(bytes).map_err(|e| Error::Reply(e.to_string()))
+        logs::read(bytes).unwrap_or_else(|| rmp_serde::from_slice(bytes).map_err(|e| Error::Reply(e.to_string())))
     }
 
     /// The variant's name, as `"reply"` gives it on the wire.
@@ -447,18 +443,6 @@ impl Response {
             Response::Error { .. } => "Error",
         }
     }
-}
-
-/// Whether `bytes` open with a map whose first entry is `"reply": "Logs"`.
-fn logs_tag_first(bytes: &[u8]) -> bool {
-    const TAG: &[u8] = b"\xa5reply\xa4Logs";
-    let header = match bytes.first() {
-        Some(0x80..=0x8f) => 1,
-        Some(0xde) => 3,
-        Some(0xdf) => 5,
-        _ => return false,
-    };
-    bytes.get(header..).is_some_and(|rest| rest.starts_with(TAG))
 }
 
 #[cfg(test)]

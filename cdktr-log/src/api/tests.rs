@@ -249,12 +249,12 @@ fn a_logs_reply_reads_the_same_with_its_tag_first_or_last() {
         "next": {"timestamp_ms": 1, "row": 4},
         "reply": "Logs",
     }));
-    assert!(logs_tag_first(&first) && !logs_tag_first(&last));
+    assert!(logs::read(&first).is_some() && logs::read(&last).is_none());
     assert_eq!(Response::from_bytes(&first).unwrap(), expected);
     assert_eq!(Response::from_bytes(&last).unwrap(), expected);
     // A page without its lines is refused on both paths.
     let no_lines_first = b"\x82\xa5reply\xa4Logs\xa4next\xc0";
-    assert!(logs_tag_first(no_lines_first));
+    assert!(logs::read(no_lines_first).is_some());
     assert!(matches!(Response::from_bytes(no_lines_first), Err(Error::Reply(_))));
     let no_lines_last = bytes(json!({"next": null, "reply": "Logs"}));
     assert!(matches!(Response::from_bytes(&no_lines_last), Err(Error::Reply(_))));
@@ -269,5 +269,77 @@ fn a_reply_names_its_variant_as_the_wire_does() {
     ] {
         let wire: serde_json::Value = rmp_serde::from_slice(&r.to_bytes()).unwrap();
         assert_eq!(wire["reply"], r.name());
+    }
+}
+
+#[test]
+fn a_logs_reply_written_from_borrowed_rows_is_the_derived_encoding_byte_for_byte() {
+    // Every MessagePack size class the writer can meet: str 5/8/16/32,
+    // array 4/16/32, negative and 64-bit integers, nil origins and cursor.
+    let text = |n: usize| "é".repeat(n / 2) + &"x".repeat(n % 2);
+    let mut lines = Vec::new();
+    let mut origins = Vec::new();
+    for i in 0..70_000usize {
+        let long = match i {
+            0 => 70_000,
+            1 => 300,
+            2 => 40,
+            _ => i % 20,
+        };
+        lines.push(crate::LogMessage {
+            workflow_id: text(long),
+            workflow_name: "Nightly ETL".into(),
+            workflow_instance_id: format!("etl-{i}"),
+            task_name: text(i % 33),
+            task_instance_id: String::new(),
+            timestamp_ms: [i64::MIN, -1, 0, 127, 128, 65_536, i64::MAX][i % 7],
+            level: crate::Level::ALL[i % 5],
+            payload: text(long + 1),
+        });
+        origins.push((i % 3 != 0).then(|| crate::query::Origin {
+            publisher_id: text(i % 40),
+            seq: [1, 255, 65_536, u64::MAX][i % 4],
+        }));
+    }
+    for (n, next) in [
+        (0, None),
+        (
+            1,
+            Some(crate::query::Cursor {
+                timestamp_ms: -5,
+                row: 0,
+            }),
+        ),
+        (15, None),
+        (
+            16,
+            Some(crate::query::Cursor {
+                timestamp_ms: i64::MAX,
+                row: i64::MAX,
+            }),
+        ),
+        (
+            70_000,
+            Some(crate::query::Cursor {
+                timestamp_ms: 1,
+                row: 70_000,
+            }),
+        ),
+    ] {
+        let page = LogPage {
+            lines: lines[..n].to_vec(),
+            origins: origins[..n].to_vec(),
+            next,
+        };
+        let derived = rmp_serde::to_vec_named(&Response::Logs(page.clone())).unwrap();
+        let borrowed: Vec<PageLine<'_>> = page
+            .lines
+            .iter()
+            .zip(&page.origins)
+            .map(|(l, o)| PageLine::new(l, o.as_ref()))
+            .collect();
+        assert!(Response::logs_bytes(&borrowed, next) == derived, "{n} lines");
+        assert!(Response::Logs(page.clone()).to_bytes() == derived, "{n} lines");
+        assert_eq!(Response::from_bytes(&derived).unwrap(), Response::Logs(page));
     }
 }

@@ -49,51 +49,8 @@ pub struct Watermark {
     pub accepted: u64,
 }
 
-/// Borrowed view of a message's fields, so that callers holding the
-/// workflow and task context elsewhere can encode without building a
-/// [`LogMessage`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Fields<'a> {
-    pub workflow_id: &'a str,
-    pub workflow_name: &'a str,
-    pub workflow_instance_id: &'a str,
-    pub task_name: &'a str,
-    pub task_instance_id: &'a str,
-    pub timestamp_ms: i64,
-    pub level: Level,
-    pub payload: &'a str,
-}
-
-impl<'a> From<&'a LogMessage> for Fields<'a> {
-    fn from(m: &'a LogMessage) -> Self {
-        Fields {
-            workflow_id: &m.workflow_id,
-            workflow_name: &m.workflow_name,
-            workflow_instance_id: &m.workflow_instance_id,
-            task_name: &m.task_name,
-            task_instance_id: &m.task_instance_id,
-            timestamp_ms: m.timestamp_ms,
-            level: m.level,
-            payload: &m.payload,
-        }
-    }
-}
-
-impl Fields<'_> {
-    /// The fields as an owned message.
-    pub fn to_message(self) -> LogMessage {
-        LogMessage {
-            workflow_id: self.workflow_id.to_owned(),
-            workflow_name: self.workflow_name.to_owned(),
-            workflow_instance_id: self.workflow_instance_id.to_owned(),
-            task_name: self.task_name.to_owned(),
-            task_instance_id: self.task_instance_id.to_owned(),
-            timestamp_ms: self.timestamp_ms,
-            level: self.level,
-            payload: self.payload.to_owned(),
-        }
-    }
-}
+/// A message's fields, borrowed: what is encoded and decoded.
+pub(crate) type Fields<'a> = crate::message::MessageRef<'a>;
 
 #[derive(Serialize)]
 struct BodyOut<'a> {

@@ -269,7 +269,7 @@ impl ApiThread {
     }
 
     fn reply(&self, mut envelope: Vec<Vec<u8>>, response: &Response) {
-        self.counters.count(response);
+        self.counters.count(matches!(response, Response::Error { .. }));
         envelope.push(response.to_bytes());
         self.send(envelope);
     }

@@ -337,3 +337,46 @@ fn small_pages_of_a_snapshot_newest_first_are_answered() {
         assert_eq!(rows, ["4", "6", "8"], "{order:?}");
     }
 }
+
+#[test]
+fn a_page_read_in_place_has_the_lines_origins_and_cursor_of_the_owned_page() {
+    use cdktr_log::api::Response;
+    // Enough rows for several of DuckDB's result batches.
+    let store = Store::open_in_memory().unwrap();
+    let data: Vec<LogMessage> = (0..5_000).map(message).collect();
+    persist(&store, PersisterConfig::default(), &data);
+    for (limit, max_bytes) in [(5_000, usize::MAX), (4_999, usize::MAX), (5_000, 100_000), (10, 1)] {
+        let q = LogQuery {
+            limit: Some(limit),
+            ..all_of(LogQuery::default())
+        };
+        let owned = store.query_page(&q, max_bytes).unwrap();
+        let page = store.read_page(&q, max_bytes).unwrap();
+        let lines: Vec<_> = page.lines().collect();
+        assert_eq!(page.lines().len(), page.len());
+        assert_eq!(lines.len(), owned.lines.len(), "limit {limit}, cap {max_bytes}");
+        assert_eq!(page.next(), owned.next);
+        for (i, l) in lines.iter().enumerate() {
+            assert_eq!(l.message.to_message(), owned.lines[i]);
+            assert_eq!(l.to_origin(), owned.origins[i]);
+        }
+        assert_eq!(page.to_page(), owned);
+        let reply = Response::logs_bytes(&lines, page.next());
+        assert_eq!(Response::from_bytes(&reply).unwrap(), Response::Logs(owned));
+    }
+    // The byte cap cuts a page short, and the page says more follows.
+    let capped = store
+        .read_page(
+            &all_of(LogQuery {
+                limit: Some(5_000),
+                ..LogQuery::default()
+            }),
+            100_000,
+        )
+        .unwrap();
+    assert!(
+        capped.len() < 5_000 && capped.next().is_some(),
+        "{} lines",
+        capped.len()
+    );
+}

@@ -1,15 +1,15 @@
 //! QueryLogs: typed log queries, compiled to parameterized SQL.
 
-use cdktr_log::{Level, LogMessage};
+use cdktr_log::LogMessage;
 
 pub use cdktr_log::query::{
-    Cursor, LevelFilter, LogPage, LogQuery, Order, Origin, Snapshot, DEFAULT_LIMIT, DEFAULT_WINDOW,
+    Cursor, LevelFilter, LogPage, LogQuery, Order, Origin, PageLine, Snapshot, DEFAULT_LIMIT, DEFAULT_WINDOW,
 };
-use duckdb::arrow::array::{Array, AsArray, RecordBatch};
-use std::collections::HashMap;
-
-use duckdb::arrow::datatypes::{DataType, Int64Type, UInt32Type, UInt64Type};
+use duckdb::arrow::array::RecordBatch;
 use duckdb::types::Value;
+
+mod page;
+pub use page::{Lines, StoredPage};
 
 use crate::archive::{history_source, ArchiveState};
 use crate::error::{Error, Result};
@@ -114,7 +114,7 @@ impl Store {
     /// [`Error::InvalidQuery`] for a query that cannot be answered as stated
     /// (start after end, limit 0, no level); [`Error::Db`].
     pub fn query_logs(&self, query: &LogQuery) -> Result<Vec<LogMessage>> {
-        Ok(self.run(query, None)?.lines)
+        Ok(self.run(query, None)?.lines().map(|l| l.message.to_message()).collect())
     }
 
     /// How many stored lines `query` matches (its limit, order and cursor
@@ -183,10 +183,20 @@ impl Store {
     /// # Errors
     /// As [`query_logs`](Self::query_logs).
     pub fn query_page(&self, query: &LogQuery, max_bytes: usize) -> Result<LogPage> {
+        Ok(self.run(query, Some(max_bytes))?.to_page())
+    }
+
+    /// As [`query_page`](Self::query_page), the lines left where DuckDB
+    /// put them: read them borrowed, with no string copied
+    /// ([`StoredPage::lines`]).
+    ///
+    /// # Errors
+    /// As [`query_logs`](Self::query_logs).
+    pub fn read_page(&self, query: &LogQuery, max_bytes: usize) -> Result<StoredPage> {
         self.run(query, Some(max_bytes))
     }
 
-    fn run(&self, query: &LogQuery, max_bytes: Option<usize>) -> Result<LogPage> {
+    fn run(&self, query: &LogQuery, max_bytes: Option<usize>) -> Result<StoredPage> {
         // Held until the rows are read: the archive does not change under
         // the query (a move commits and renames under the write lock).
         let archive = self.archive_read();
@@ -201,143 +211,10 @@ impl Store {
         drop(stmt);
         drop(conn);
         drop(archive);
-        let mut keys: Vec<u32> = Vec::new();
-        for b in &batches {
-            if let Some(c) = b.columns().get(8).and_then(|c| c.as_primitive_opt::<UInt32Type>()) {
-                keys.extend(c.iter().flatten());
-            }
-        }
-        keys.sort_unstable();
-        keys.dedup();
-        let ids = self.publisher_ids(&keys)?;
-        let selected: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        let mut page = Page {
-            out: LogPage {
-                lines: Vec::with_capacity(selected),
-                origins: Vec::with_capacity(selected),
-                next: None,
-            },
-            last: None,
-            bytes: 0,
-            max_bytes: max_bytes.unwrap_or(usize::MAX),
-        };
-        for b in &batches {
-            if !page.read(b, &ids)? {
-                break;
-            }
-        }
         let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-        let mut out = page.out;
-        // Full, or cut short by the byte cap: more may follow.
-        let more = out.lines.len() >= limit || selected > out.lines.len();
-        out.next = if more { page.last } else { None };
-        Ok(out)
-    }
-}
-
-/// A page being read from the query's batches.
-struct Page {
-    out: LogPage,
-    /// The cursor of the last row read.
-    last: Option<Cursor>,
-    /// Text bytes of the rows read so far.
-    bytes: usize,
-    max_bytes: usize,
-}
-
-impl Page {
-    /// Reads a batch's rows until the byte cap is reached (the first row
-    /// always comes); false once it is.
-    fn read(&mut self, b: &RecordBatch, ids: &HashMap<u32, String>) -> Result<bool> {
-        let text = |i: usize| Strings::of(b.column(i).as_ref());
-        let (wid, wname, wiid, tname, tiid) = (text(0)?, text(1)?, text(2)?, text(3)?, text(4)?);
-        let (level, payload) = (text(6)?, text(7)?);
-        let ts = column::<Int64Type>(b, 5, "timestamp_ms is not BIGINT")?;
-        let publisher = column::<UInt32Type>(b, 8, "publisher_key is not UINTEGER")?;
-        let seq = column::<UInt64Type>(b, 9, "seq is not UBIGINT")?;
-        let line_id = column::<UInt64Type>(b, 10, "line_id is not UBIGINT")?;
-        for i in 0..b.num_rows() {
-            if self.bytes >= self.max_bytes && !self.out.lines.is_empty() {
-                return Ok(false);
-            }
-            let line = LogMessage {
-                workflow_id: wid.get(i).to_owned(),
-                workflow_name: wname.get(i).to_owned(),
-                workflow_instance_id: wiid.get(i).to_owned(),
-                task_name: tname.get(i).to_owned(),
-                task_instance_id: tiid.get(i).to_owned(),
-                timestamp_ms: ts.value(i),
-                // Only this crate writes the table, always with canonical
-                // names; a row written by hand with another name reads as
-                // INFO.
-                level: level.get(i).parse().unwrap_or(Level::Info),
-                payload: payload.get(i).to_owned(),
-            };
-            self.bytes += line.text_bytes();
-            let id = (!publisher.is_null(i) && !seq.is_null(i))
-                .then(|| ids.get(&publisher.value(i)))
-                .flatten();
-            self.out.origins.push(id.map(|id| Origin {
-                publisher_id: id.clone(),
-                seq: seq.value(i),
-            }));
-            self.out.lines.push(line);
-            self.last = Some(Cursor {
-                timestamp_ms: ts.value(i),
-                row: line_id.value(i) as i64,
-            });
-        }
-        Ok(true)
-    }
-}
-
-/// Column `i` of `b` as primitives of type `T`.
-fn column<'a, T: duckdb::arrow::datatypes::ArrowPrimitiveType>(
-    b: &'a RecordBatch,
-    i: usize,
-    wrong: &str,
-) -> Result<&'a duckdb::arrow::array::PrimitiveArray<T>> {
-    b.column(i)
-        .as_primitive_opt::<T>()
-        .ok_or_else(|| Error::InvalidQuery(wrong.into()))
-}
-
-/// A string column, whichever Arrow string layout DuckDB chose; a NULL
-/// reads as "".
-enum Strings<'a> {
-    Utf8(&'a duckdb::arrow::array::StringArray),
-    Large(&'a duckdb::arrow::array::LargeStringArray),
-    View(&'a duckdb::arrow::array::StringViewArray),
-    Cast(duckdb::arrow::array::StringArray),
-}
-
-impl<'a> Strings<'a> {
-    fn of(a: &'a dyn Array) -> Result<Strings<'a>> {
-        Ok(match a.data_type() {
-            DataType::Utf8 => Strings::Utf8(a.as_string::<i32>()),
-            DataType::LargeUtf8 => Strings::Large(a.as_string::<i64>()),
-            DataType::Utf8View => Strings::View(a.as_string_view()),
-            DataType::Dictionary(_, _) => {
-                let cast = duckdb::arrow::compute::cast(a, &DataType::Utf8)
-                    .map_err(|e| Error::InvalidQuery(format!("unexpected column type: {e}")))?;
-                Strings::Cast(cast.as_string::<i32>().clone())
-            }
-            other => return Err(Error::InvalidQuery(format!("unexpected column type {other}"))),
+        StoredPage::new(&batches, limit, max_bytes.unwrap_or(usize::MAX), |keys| {
+            self.publisher_ids(keys)
         })
-    }
-
-    fn get(&self, i: usize) -> &str {
-        let (null, value) = match self {
-            Strings::Utf8(a) => (a.is_null(i), a.value(i)),
-            Strings::Large(a) => (a.is_null(i), a.value(i)),
-            Strings::View(a) => (a.is_null(i), a.value(i)),
-            Strings::Cast(a) => (a.is_null(i), a.value(i)),
-        };
-        if null {
-            ""
-        } else {
-            value
-        }
     }
 }
 
