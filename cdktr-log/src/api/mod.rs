@@ -409,6 +409,9 @@ impl Response {
     /// The bytes of `Response::Logs` for a page of `lines` (each with its
     /// origin) and `next`, written from borrowed rows: what a server sends
     /// without building a [`LogPage`] of owned strings.
+    ///
+    /// # Panics
+    /// With 2^32 lines or more (a page holds at most [`MAX_PAGE_LINES`]).
     pub fn logs_bytes(lines: &[PageLine<'_>], next: Option<Cursor>) -> Vec<u8> {
         let text: usize = lines.iter().map(|l| l.message.text_bytes()).sum();
         logs::write(
