@@ -8,13 +8,13 @@ use serde::Deserialize;
 
 use super::Response;
 use crate::error::{Error, Result};
-use crate::query::{Cursor, LogPage, Origin, PageLine};
+use crate::message::MessageRef;
+use crate::query::{Cursor, LogPage, Origin};
 
-/// Writes `{"reply": "Logs", "lines": [...], "origins": [...], "next": ...}`:
-/// `lines` without their origins, then `origins`, into a buffer of
-/// `capacity` bytes.
+/// Writes `{"reply": "Logs", "lines": [...], "origins": [...], "next": ...}`
+/// into a buffer of `capacity` bytes.
 pub(super) fn write<'a>(
-    lines: impl ExactSizeIterator<Item = PageLine<'a>>,
+    lines: impl ExactSizeIterator<Item = MessageRef<'a>>,
     origins: impl ExactSizeIterator<Item = Option<(&'a str, u64)>>,
     next: Option<Cursor>,
     capacity: usize,
@@ -30,7 +30,7 @@ pub(super) fn write<'a>(
     text(w, "Logs");
     text(w, "lines");
     put(mp::write_array_len(w, len(lines.len())).map(drop));
-    for PageLine { message: l, .. } in lines {
+    for l in lines {
         put(mp::write_map_len(w, 8).map(drop));
         for (key, value) in [
             ("workflow_id", l.workflow_id),

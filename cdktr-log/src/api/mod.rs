@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::error::ErrorKind;
 use crate::error::{Error, Result};
-use crate::message::LogMessage;
+use crate::message::{LogMessage, MessageRef};
 use crate::query::{Cursor, LogPage, LogQuery, PageLine, Snapshot};
 use crate::sql::SqlRows;
 use crate::status::{RecentWorkflows, RunStatus, StatusChange, WorkflowRun};
@@ -394,7 +394,7 @@ impl Response {
             Response::Logs(page) => {
                 let text: usize = page.lines.iter().map(LogMessage::text_bytes).sum();
                 logs::write(
-                    page.lines.iter().map(|l| PageLine::new(l, None)),
+                    page.lines.iter().map(MessageRef::from),
                     page.origins
                         .iter()
                         .map(|o| o.as_ref().map(|o| (o.publisher_id.as_str(), o.seq))),
@@ -415,7 +415,7 @@ impl Response {
     pub fn logs_bytes(lines: &[PageLine<'_>], next: Option<Cursor>) -> Vec<u8> {
         let text: usize = lines.iter().map(|l| l.message.text_bytes()).sum();
         logs::write(
-            lines.iter().copied(),
+            lines.iter().map(|l| l.message),
             lines.iter().map(|l| l.origin),
             next,
             logs::capacity(text, lines.len()),

@@ -39,6 +39,7 @@ impl StoredPage {
         let mut keys: Vec<u32> = batches.iter().flat_map(|b| b.publisher.iter().flatten()).collect();
         keys.sort_unstable();
         keys.dedup();
+        let ids = ids(&keys)?;
         let selected: usize = batches.iter().map(|b| b.rows).sum();
         let (mut len, mut bytes, mut last) = (0, 0, None);
         'rows: for b in &batches {
@@ -46,7 +47,7 @@ impl StoredPage {
                 if bytes >= max_bytes && len > 0 {
                     break 'rows;
                 }
-                bytes += b.text_bytes(i);
+                bytes += b.line(i, &ids).message.text_bytes();
                 len += 1;
                 last = Some(b.cursor(i));
             }
@@ -54,7 +55,7 @@ impl StoredPage {
         // Full, or cut short by the byte cap: more may follow.
         let more = len >= limit || selected > len;
         Ok(StoredPage {
-            ids: ids(&keys)?,
+            ids,
             batches,
             len,
             next: if more { last } else { None },
@@ -187,20 +188,6 @@ impl Columns {
             line_id: column::<UInt64Type>(b, 10, "line_id is not UBIGINT")?,
             rows: b.num_rows(),
         })
-    }
-
-    fn text_bytes(&self, i: usize) -> usize {
-        [
-            &self.workflow_id,
-            &self.workflow_name,
-            &self.workflow_instance_id,
-            &self.task_name,
-            &self.task_instance_id,
-            &self.payload,
-        ]
-        .iter()
-        .map(|c| c.get(i).len())
-        .sum()
     }
 
     fn cursor(&self, i: usize) -> Cursor {
