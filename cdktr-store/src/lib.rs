@@ -84,6 +84,7 @@ mod store;
 pub use cdktr_log::sql::{SqlColumn, SqlRows, SqlValue};
 pub use duckdb::InterruptHandle;
 pub use error::{Error, Result};
+pub use migrations::INSTANCE_BLOCK_LINES;
 pub use persister::{MinFreeSpace, Persister, PersisterConfig, PersisterStats};
 pub use query::{Cursor, LevelFilter, Lines, LogPage, LogQuery, Order, Origin, PageLine, Snapshot, StoredPage};
 pub use sql::HISTORY_VIEW;

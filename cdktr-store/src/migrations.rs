@@ -81,4 +81,34 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
          deleted_at_ms BIGINT  NOT NULL
      );",
     ),
+    (
+        5,
+        // Which blocks of 20,480 line numbers (`INSTANCE_BLOCK_LINES`) hold
+        // each instance's lines: a query for one instance reads only those
+        // blocks of `logstore`, where it read every row (issue 15). One row
+        // per instance per block, insert-only; the rows already there are
+        // indexed here.
+        "CREATE TABLE instance_block (
+         workflow_instance_id VARCHAR NOT NULL,
+         block                UBIGINT NOT NULL
+     );
+     INSERT INTO instance_block
+         SELECT DISTINCT workflow_instance_id, line_id // 20480 FROM logstore ORDER BY 2;",
+    ),
 ];
+
+/// The lines one `instance_block` row stands for: line numbers
+/// `block * INSTANCE_BLOCK_LINES ..` up to the next block (schema version
+/// 5, `docs/schema.md`).
+pub const INSTANCE_BLOCK_LINES: u64 = 20_480;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_instance_index_migration_numbers_blocks_as_the_persister_does() {
+        let (_, sql) = MIGRATIONS.iter().find(|(v, _)| *v == 5).unwrap();
+        assert!(sql.contains(&format!("line_id // {INSTANCE_BLOCK_LINES} ")), "{sql}");
+    }
+}

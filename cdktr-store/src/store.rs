@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::migrations::MIGRATIONS;
 
 /// The newest schema version this build writes and reads.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Rows per DuckDB row group in a file database (DuckDB's default is
 /// 122,880). A transaction that appends at least a row group is written

@@ -342,16 +342,17 @@ impl Store {
 pub(crate) const LINE_COLUMNS: &str = "workflow_id, workflow_name, workflow_instance_id, task_name, \
      task_instance_id, timestamp_ms, level, payload, publisher_key, seq, line_id";
 
-/// The SQL source of every line stamped in `[start, end)`: `logstore`,
-/// with the archive files that may hold such lines after it.
-pub(crate) fn history_source(state: &ArchiveState, start: i64, end: Option<i64>) -> String {
+/// The SQL source of every line stamped in `[start, end)`: `hot` (the
+/// lines of `logstore` to read), with the archive files that may hold such
+/// lines after it.
+pub(crate) fn history_source(state: &ArchiveState, start: i64, end: Option<i64>, hot: &str) -> String {
     let paths = state.paths_for(start, end);
     if paths.is_empty() {
-        return "logstore".into();
+        return hot.into();
     }
     let list: Vec<String> = paths.iter().map(|p| sql_string(p)).collect();
     format!(
-        "(SELECT {LINE_COLUMNS} FROM logstore UNION ALL SELECT {LINE_COLUMNS} FROM read_parquet([{}]))",
+        "(SELECT {LINE_COLUMNS} FROM {hot} UNION ALL SELECT {LINE_COLUMNS} FROM read_parquet([{}]))",
         list.join(", ")
     )
 }

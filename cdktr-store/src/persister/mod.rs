@@ -1,5 +1,6 @@
 //! Batches the log stream into DuckDB.
 
+mod blocks;
 mod columns;
 mod space;
 mod worker;

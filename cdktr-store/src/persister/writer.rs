@@ -12,6 +12,7 @@ use cdktr_log::Line;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use duckdb::{params, Connection};
 
+use super::blocks::BlockIndex;
 use super::columns;
 use crate::error::{Error, Result};
 use crate::store::{chrono_now_ms, Store};
@@ -40,6 +41,13 @@ pub(super) struct Batch {
     /// the look for an earlier try failed). It must go again as it is,
     /// never merged with other lines, and the writer looks first.
     pub unsure: bool,
+}
+
+impl Batch {
+    /// The number of its last line (of the line before it, if it has none).
+    fn last_line(&self) -> u64 {
+        (self.first_line + self.lines.len() as u64).saturating_sub(1)
+    }
 }
 
 /// A write made to fail on purpose (tests).
@@ -100,8 +108,9 @@ impl Writer {
             .name("cdktr-writer".into())
             .spawn(move || {
                 lower_priority();
+                let mut index = BlockIndex::default();
                 for batch in jobs_rx {
-                    if done_tx.send(write(&store, batch)).is_err() {
+                    if done_tx.send(write(&store, &mut index, batch)).is_err() {
                         break;
                     }
                 }
@@ -159,10 +168,10 @@ fn lower_priority() {
     }
 }
 
-fn write(store: &Store, mut batch: Batch) -> Written {
+fn write(store: &Store, index: &mut BlockIndex, mut batch: Batch) -> Written {
     let start = Instant::now();
     let lines = batch.lines.len();
-    let outcome = write_unless_landed(&mut store.conn(), &batch);
+    let outcome = write_unless_landed(&mut store.conn(), index, &batch);
     batch.unsure |= matches!(outcome, Err((true, _)));
     let result = outcome.map_err(|(_, e)| Error::Db {
         op: "writing a batch",
@@ -191,15 +200,24 @@ fn write(store: &Store, mut batch: Batch) -> Written {
 /// Writes `b`, unless it is unsure and an earlier try landed. An error says
 /// whether the batch may have landed all the same (it came from the
 /// commit, or the look for an earlier try failed).
-fn write_unless_landed(conn: &mut Connection, b: &Batch) -> std::result::Result<(), (bool, duckdb::Error)> {
+fn write_unless_landed(
+    conn: &mut Connection,
+    index: &mut BlockIndex,
+    b: &Batch,
+) -> std::result::Result<(), (bool, duckdb::Error)> {
     let injected = || duckdb::Error::ToSqlConversionFailure("injected write failure".into());
     if b.fail == Some(Fail::Write) {
         return Err((false, injected()));
     }
+    let blocks = index.rows(&b.lines, b.first_line);
     if b.unsure && landed(conn, b).map_err(|e| (true, e))? {
+        // Its index rows landed with it: the rows are those it had then
+        // (nothing was committed since).
+        index.committed(&blocks, b.last_line());
         return Ok(());
     }
-    write_batch(conn, b)?;
+    write_batch(conn, b, &blocks)?;
+    index.committed(&blocks, b.last_line());
     match b.fail {
         Some(Fail::AfterCommit) => Err((true, injected())),
         _ => Ok(()),
@@ -238,13 +256,17 @@ fn landed(conn: &Connection, b: &Batch) -> duckdb::Result<bool> {
 /// Writes the batch and each publisher's new mark in one transaction; an
 /// error says whether it came from the commit (then the batch may have
 /// landed).
-fn write_batch(conn: &mut Connection, b: &Batch) -> std::result::Result<(), (bool, duckdb::Error)> {
+fn write_batch(
+    conn: &mut Connection,
+    b: &Batch,
+    blocks: &[(&str, u64)],
+) -> std::result::Result<(), (bool, duckdb::Error)> {
     let tx = conn.transaction().map_err(|e| (false, e))?;
-    append_batch(&tx, b).map_err(|e| (false, e))?;
+    append_batch(&tx, b, blocks).map_err(|e| (false, e))?;
     tx.commit().map_err(|e| (true, e))
 }
 
-fn append_batch(tx: &duckdb::Transaction<'_>, b: &Batch) -> duckdb::Result<()> {
+fn append_batch(tx: &duckdb::Transaction<'_>, b: &Batch, blocks: &[(&str, u64)]) -> duckdb::Result<()> {
     if !b.fresh.is_empty() {
         let mut app = tx.appender("publisher")?;
         for (key, id) in &b.fresh {
@@ -269,6 +291,11 @@ fn append_batch(tx: &duckdb::Transaction<'_>, b: &Batch) -> duckdb::Result<()> {
             }
         }
         // Dropping an appender flushes too, but throws the error away.
+        app.flush()?;
+        let mut app = tx.appender("instance_block")?;
+        for (instance, block) in blocks {
+            app.append_row(params![instance, block])?;
+        }
         app.flush()?;
     }
     let now = chrono_now_ms();

@@ -1,5 +1,7 @@
 //! QueryLogs: typed log queries, compiled to parameterized SQL.
 
+use std::ops::Range;
+
 use cdktr_log::LogMessage;
 
 pub use cdktr_log::query::{
@@ -7,21 +9,25 @@ pub use cdktr_log::query::{
 };
 use duckdb::arrow::array::RecordBatch;
 use duckdb::types::Value;
+use duckdb::Connection;
 
 mod page;
 pub use page::{Lines, StoredPage};
 
-use crate::archive::{history_source, ArchiveState};
+use crate::archive::{history_source, ArchiveState, LINE_COLUMNS};
 use crate::error::{Error, Result};
+use crate::migrations::INSTANCE_BLOCK_LINES;
 use crate::store::{chrono_now_ms, Store};
 
-/// Compiles a query to SQL text and its parameters, as of `now_ms`. The
-/// SQL also selects `publisher_key`, `seq` and `line_id`, last, for the
-/// origins and the page cursor.
-fn compile(q: &LogQuery, now_ms: i64, archive: &ArchiveState) -> Result<(String, Vec<Value>)> {
+/// Compiles a query to SQL text and its parameters, as of `now_ms`; `hot`
+/// is where its instance's lines are in `logstore`
+/// ([`Store::instance_lines`]). The SQL also selects `publisher_key`,
+/// `seq` and `line_id`, last, for the origins and the page cursor.
+fn compile(q: &LogQuery, now_ms: i64, archive: &ArchiveState, hot: Option<Range<u64>>) -> Result<(String, Vec<Value>)> {
     let (start, end, limit) = q.resolve(now_ms)?;
-    let (filters, mut params) = where_clause(q, start, end)?;
-    let source = history_source(archive, start, end);
+    let (source, mut params) = source(archive, start, end, hot);
+    let (filters, filter_params) = where_clause(q, start, end)?;
+    params.extend(filter_params);
     let mut sql = format!(
         "SELECT workflow_id, workflow_name, workflow_instance_id, task_name, task_instance_id, \
          timestamp_ms, level, payload, publisher_key, seq, line_id FROM {source} WHERE {filters}"
@@ -45,6 +51,20 @@ fn compile(q: &LogQuery, now_ms: i64, archive: &ArchiveState) -> Result<(String,
     sql.push_str(&format!(" ORDER BY timestamp_ms {dir}, line_id {dir} LIMIT ?"));
     params.push(Value::UBigInt(limit as u64));
     Ok((sql, params))
+}
+
+/// The lines a query reads, and the parameters of that SQL: with `hot`,
+/// only those line numbers of `logstore` (the archive's files are read
+/// whole: lines archived before schema version 5 are not indexed).
+fn source(archive: &ArchiveState, start: i64, end: Option<i64>, hot: Option<Range<u64>>) -> (String, Vec<Value>) {
+    match hot {
+        None => (history_source(archive, start, end, "logstore"), Vec::new()),
+        Some(lines) => {
+            let hot = format!("(SELECT {LINE_COLUMNS} FROM logstore WHERE line_id >= ? AND line_id < ?)");
+            let params = vec![Value::UBigInt(lines.start), Value::UBigInt(lines.end)];
+            (history_source(archive, start, end, &hot), params)
+        }
+    }
 }
 
 /// The filters of `q` (everything but order, limit and cursor) as a
@@ -96,10 +116,16 @@ fn where_clause(q: &LogQuery, start: i64, end: Option<i64>) -> Result<(String, V
 }
 
 /// `SELECT count(*)` of the rows `q` matches, whatever its limit.
-fn compile_count(q: &LogQuery, now_ms: i64, archive: &ArchiveState) -> Result<(String, Vec<Value>)> {
+fn compile_count(
+    q: &LogQuery,
+    now_ms: i64,
+    archive: &ArchiveState,
+    hot: Option<Range<u64>>,
+) -> Result<(String, Vec<Value>)> {
     let (start, end, _) = q.resolve(now_ms).map_err(|e| Error::InvalidQuery(e.to_string()))?;
-    let (filters, params) = where_clause(q, start, end)?;
-    let source = history_source(archive, start, end);
+    let (source, mut params) = source(archive, start, end, hot);
+    let (filters, filter_params) = where_clause(q, start, end)?;
+    params.extend(filter_params);
     Ok((format!("SELECT count(*) FROM {source} WHERE {filters}"), params))
 }
 
@@ -124,8 +150,9 @@ impl Store {
     /// As [`query_logs`](Self::query_logs).
     pub fn count_logs(&self, query: &LogQuery) -> Result<u64> {
         let archive = self.archive_read();
-        let (sql, params) = compile_count(query, chrono_now_ms(), &archive)?;
         let conn = self.conn();
+        let hot = instance_lines(&conn, query)?;
+        let (sql, params) = compile_count(query, chrono_now_ms(), &archive, hot)?;
         conn.prepare_cached(&sql)
             .and_then(|mut s| s.query_row(duckdb::params_from_iter(params), |r| r.get::<_, i64>(0)))
             .map(|n| n as u64)
@@ -147,16 +174,17 @@ impl Store {
             ..query.clone()
         };
         let (start, end, _) = q.resolve(chrono_now_ms())?;
-        let (filters, params) = where_clause(&q, start, end)?;
         let archive = self.archive_read();
-        let source = history_source(&archive, start, end);
-        let sql = format!(
-            "SELECT publisher_key, max(seq) FROM {source} WHERE {filters} AND publisher_key IS NOT NULL \
-             GROUP BY publisher_key"
-        );
         let op = "reading a snapshot";
         let marks: Vec<(u32, u64)> = {
             let conn = self.conn();
+            let (source, mut params) = source(&archive, start, end, instance_lines(&conn, &q)?);
+            let (filters, filter_params) = where_clause(&q, start, end)?;
+            params.extend(filter_params);
+            let sql = format!(
+                "SELECT publisher_key, max(seq) FROM {source} WHERE {filters} AND publisher_key IS NOT NULL \
+                 GROUP BY publisher_key"
+            );
             let mut stmt = conn.prepare_cached(&sql).map_err(Error::db(op))?;
             let rows = stmt
                 .query_map(duckdb::params_from_iter(params), |r| {
@@ -200,8 +228,9 @@ impl Store {
         // Held until the rows are read: the archive does not change under
         // the query (a move commits and renames under the write lock).
         let archive = self.archive_read();
-        let (sql, params) = compile(query, chrono_now_ms(), &archive)?;
         let conn = self.conn();
+        let hot = instance_lines(&conn, query)?;
+        let (sql, params) = compile(query, chrono_now_ms(), &archive, hot)?;
         let op = "querying logs";
         let mut stmt = conn.prepare_cached(&sql).map_err(Error::db(op))?;
         let batches: Vec<RecordBatch> = stmt
@@ -218,13 +247,35 @@ impl Store {
     }
 }
 
+/// For a query that names an instance, the line numbers of `logstore`
+/// that can hold its lines: the blocks `instance_block` lists (an empty
+/// range for none). Lines stored after this look are in later blocks, so
+/// a query bounded by it answers as of a moment before or at it.
+fn instance_lines(conn: &Connection, q: &LogQuery) -> Result<Option<Range<u64>>> {
+    let Some(instance) = &q.workflow_instance_id else {
+        return Ok(None);
+    };
+    let (first, last) = conn
+        .prepare_cached("SELECT min(block), max(block) FROM instance_block WHERE workflow_instance_id = ?")
+        .and_then(|mut s| {
+            s.query_row([instance], |r| {
+                Ok((r.get::<_, Option<u64>>(0)?, r.get::<_, Option<u64>>(1)?))
+            })
+        })
+        .map_err(Error::db("finding an instance's lines"))?;
+    Ok(Some(match (first, last) {
+        (Some(first), Some(last)) => first * INSTANCE_BLOCK_LINES..(last + 1) * INSTANCE_BLOCK_LINES,
+        _ => 0..0,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn defaults_to_the_last_24_hours_and_1000_rows() {
-        let (sql, params) = compile(&LogQuery::default(), 100_000_000, &ArchiveState::default()).unwrap();
+        let (sql, params) = compile(&LogQuery::default(), 100_000_000, &ArchiveState::default(), None).unwrap();
         assert!(sql.ends_with("ORDER BY timestamp_ms ASC, line_id ASC LIMIT ?"), "{sql}");
         assert_eq!(
             params,
@@ -243,7 +294,7 @@ mod tests {
             payload_contains: Some(evil.clone()),
             ..Default::default()
         };
-        let (sql, params) = compile(&q, 0, &ArchiveState::default()).unwrap();
+        let (sql, params) = compile(&q, 0, &ArchiveState::default(), None).unwrap();
         assert!(!sql.contains("DROP"), "{sql}");
         assert_eq!(params.iter().filter(|p| **p == Value::Text(evil.clone())).count(), 5);
     }
@@ -255,7 +306,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            compile(&q, 0, &ArchiveState::default()),
+            compile(&q, 0, &ArchiveState::default(), None),
             Err(Error::InvalidQuery(_))
         ));
     }

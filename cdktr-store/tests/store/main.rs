@@ -69,6 +69,7 @@ fn persist(store: &Store, config: PersisterConfig, messages: &[LogMessage]) -> c
 }
 
 mod archive;
+mod instances;
 mod persister;
 mod queries;
 mod schema;

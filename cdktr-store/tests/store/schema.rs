@@ -125,7 +125,7 @@ fn a_version_1_file_is_migrated_to_the_current_schema_keeping_its_rows() {
     // Make it a version 1 file, as the first release wrote it.
     let conn = duckdb::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP TABLE publisher_gap; DELETE FROM cdktr_schema_version WHERE version > 1;
+        "DROP TABLE publisher_gap; DROP TABLE instance_block; DELETE FROM cdktr_schema_version WHERE version > 1;
          DROP TABLE publisher; DROP TABLE archive_file; DROP TABLE archive_deleted;
          ALTER TABLE logstore DROP COLUMN line_id;
          ALTER TABLE logstore DROP COLUMN publisher_key; ALTER TABLE logstore DROP COLUMN seq;
