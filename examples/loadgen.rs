@@ -60,6 +60,13 @@ fn cli() -> Command {
                 .help("The workflow id (default loadgen-<ms>); publisher N writes instance <workflow>-N"),
         )
         .arg(
+            Arg::new("instances")
+                .long("instances")
+                .value_parser(value_parser!(u64).range(1..=100_000))
+                .default_value("1")
+                .help("Instances each publisher writes, a line to each in turn (more than 1: <workflow>-N-K)"),
+        )
+        .arg(
             Arg::new("messages")
                 .long("messages")
                 .value_parser(value_parser!(u64).range(1..))
@@ -112,6 +119,7 @@ struct Plan {
     duration: Duration,
     messages: Option<u64>,
     payload: usize,
+    instances: usize,
     acknowledged: bool,
 }
 
@@ -123,6 +131,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         duration: *m.get_one::<Duration>("duration").unwrap(),
         messages: m.get_one::<u64>("messages").copied(),
         payload: *m.get_one::<u64>("payload-bytes").unwrap() as usize,
+        instances: *m.get_one::<u64>("instances").unwrap() as usize,
         acknowledged: !m.get_flag("best-effort"),
     };
     let bus = BusConfig::from_env()?;
@@ -167,6 +176,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .messages
                 .map(|n| n / plan.publishers as u64 + u64::from((p as u64) < n % plan.publishers as u64));
             let (payload, acknowledged, duration) = (plan.payload, plan.acknowledged, plan.duration);
+            let instances = plan.instances;
             std::thread::spawn(
                 move || -> Result<cdktr_logs::bus::PublisherStats, cdktr_logs::bus::Error> {
                     let mut builder = LogPublisher::builder(&bus).shutdown_timeout(Duration::from_secs(600));
@@ -184,13 +194,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     go.wait();
                     let publisher = publisher?;
                     let template = line(&workflow_id, p, "lg", 0, 0);
-                    let log = publisher.task_logger(cdktr_logs::TaskContext {
-                        workflow_id: template.workflow_id,
-                        workflow_name: template.workflow_name,
-                        workflow_instance_id: template.workflow_instance_id,
-                        task_name: template.task_name,
-                        task_instance_id: template.task_instance_id,
-                    });
+                    let loggers: Vec<_> = (0..instances)
+                        .map(|k| {
+                            let instance = match instances {
+                                1 => template.workflow_instance_id.clone(),
+                                _ => format!("{}-{k}", template.workflow_instance_id),
+                            };
+                            publisher.task_logger(cdktr_logs::TaskContext {
+                                workflow_id: template.workflow_id.clone(),
+                                workflow_name: template.workflow_name.clone(),
+                                task_instance_id: format!("{instance}-load"),
+                                workflow_instance_id: instance,
+                                task_name: template.task_name.clone(),
+                            })
+                        })
+                        .collect();
                     let pad = "x".repeat(payload);
                     let deadline = Instant::now() + duration;
                     let begun = Instant::now();
@@ -215,7 +233,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         let mut text = String::with_capacity(payload);
                         let _ = write!(text, "lg {t} ");
                         text.push_str(&pad[..payload.saturating_sub(text.len()).min(pad.len())]);
-                        log.log(Level::Info, text)?;
+                        loggers[i as usize % instances].log(Level::Info, text)?;
                         sent.fetch_add(1, Relaxed);
                         i += 1;
                     }
