@@ -18,8 +18,10 @@
 //! client's decoding; `store` is `Store::query_page`, the page with owned
 //! lines an embedder gets; `server` is the principal's own work (the query,
 //! its rows read in place with `Store::read_page`, the reply's bytes);
-//! `decode` is the client reading the reply. The ratio `api / sql` is the
-//! figure (`docs/performance.md`, "Queries at the cost of their SQL").
+//! `decode` is the client reading the reply; `api, in place` is `api` with
+//! the page read where it arrived (`ApiClient::read_logs`). The ratio
+//! `api / sql` is the figure (`docs/performance.md`, "Queries at the cost
+//! of their SQL").
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -170,6 +172,14 @@ fn api_vs_sql(c: &mut Criterion) {
         assert_eq!(client.query_logs(q).unwrap().lines.len(), 1000, "{name}");
         g.bench_function(format!("{name}: api"), |b| {
             b.iter(|| black_box(client.query_logs(black_box(q)).unwrap()))
+        });
+        // The same, the page read where it arrived.
+        g.bench_function(format!("{name}: api, in place"), |b| {
+            b.iter(|| {
+                client
+                    .read_logs(black_box(q), |lines, next| black_box((lines.len(), next)))
+                    .unwrap()
+            })
         });
         drop(client);
         principal.shutdown().unwrap();

@@ -94,8 +94,9 @@ pub struct LogMessage {
 
 /// A [`LogMessage`]'s fields, borrowed from wherever they are (a received
 /// frame, a query's result, a publisher's task context): encoded, sized
-/// and sent without building a `LogMessage` first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// and sent without building a `LogMessage` first. It reads (from a byte
+/// slice) what a `LogMessage` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct MessageRef<'a> {
     /// See [`LogMessage::workflow_id`].
     pub workflow_id: &'a str,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::Response;
 use crate::error::{Error, Result};
 use crate::message::MessageRef;
-use crate::query::{Cursor, LogPage, Origin};
+use crate::query::{Cursor, LogPage, Origin, PageLine};
 
 /// Writes `{"reply": "Logs", "lines": [...], "origins": [...], "next": ...}`
 /// into a buffer of `capacity` bytes.
@@ -89,14 +89,7 @@ pub(super) fn capacity(text_bytes: usize, lines: usize) -> usize {
 /// time (issue 15). `None` for any other reply, or a tag elsewhere: those
 /// take the general path, and both accept the same bytes.
 pub(super) fn read(bytes: &[u8]) -> Option<Result<Response>> {
-    const TAG: &[u8] = b"\xa5reply\xa4Logs";
-    let header = match bytes.first() {
-        Some(0x80..=0x8f) => 1,
-        Some(0xde) => 3,
-        Some(0xdf) => 5,
-        _ => return None,
-    };
-    if !bytes.get(header..).is_some_and(|rest| rest.starts_with(TAG)) {
+    if !tag_first(bytes) {
         return None;
     }
     #[derive(Deserialize)]
@@ -119,4 +112,82 @@ pub(super) fn read(bytes: &[u8]) -> Option<Result<Response>> {
             })
             .map_err(|e| Error::Reply(e.to_string())),
     )
+}
+
+/// Whether `bytes` are a map whose first entry is `"reply": "Logs"`.
+fn tag_first(bytes: &[u8]) -> bool {
+    const TAG: &[u8] = b"\xa5reply\xa4Logs";
+    let header = match bytes.first() {
+        Some(0x80..=0x8f) => 1,
+        Some(0xde) => 3,
+        Some(0xdf) => 5,
+        _ => return false,
+    };
+    bytes.get(header..).is_some_and(|rest| rest.starts_with(TAG))
+}
+
+/// Reads a `Logs` reply as [`read`] does, its strings left in `bytes`:
+/// each line borrowed, with its origin, and the cursor. `None` as for
+/// [`read`].
+pub(super) fn read_in_place(bytes: &[u8]) -> Option<Result<(Vec<PageLine<'_>>, Option<Cursor>)>> {
+    if !tag_first(bytes) {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct OriginRef<'a> {
+        publisher_id: &'a str,
+        seq: u64,
+    }
+    #[derive(Deserialize)]
+    struct LogsReply<'a> {
+        #[serde(rename = "reply")]
+        _reply: serde::de::IgnoredAny,
+        #[serde(borrow)]
+        lines: Vec<MessageRef<'a>>,
+        #[serde(default, borrow)]
+        origins: Vec<Option<OriginRef<'a>>>,
+        next: Option<Cursor>,
+    }
+    Some(
+        rmp_serde::from_slice(bytes)
+            .map(|r: LogsReply<'_>| {
+                let origin = |i: usize| {
+                    r.origins
+                        .get(i)
+                        .and_then(|o| o.as_ref().map(|o| (o.publisher_id, o.seq)))
+                };
+                let lines = r
+                    .lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &message)| PageLine {
+                        message,
+                        origin: origin(i),
+                    })
+                    .collect();
+                (lines, r.next)
+            })
+            .map_err(|e| Error::Reply(e.to_string())),
+    )
+}
+
+/// Hands the lines of a `QueryLogs` reply to `read`, borrowed from
+/// `bytes`; an error reply is [`Error::Api`].
+pub(super) fn with_page<R>(bytes: &[u8], read: impl FnOnce(&[PageLine<'_>], Option<Cursor>) -> R) -> Result<R> {
+    if let Some(page) = read_in_place(bytes) {
+        let (lines, next) = page?;
+        return Ok(read(&lines, next));
+    }
+    // Any other layout of the same reply, or another reply.
+    match Response::from_bytes(bytes)? {
+        Response::Logs(page) => {
+            let origin = |i: usize| page.origins.get(i).and_then(Option::as_ref);
+            let lines: Vec<_> = (page.lines.iter().enumerate())
+                .map(|(i, m)| PageLine::new(m, origin(i)))
+                .collect();
+            Ok(read(&lines, page.next))
+        }
+        Response::Error { kind, message } => Err(Error::Api { kind, message }),
+        other => Err(Error::Reply(format!("QueryLogs answered with {}", other.name()))),
+    }
 }

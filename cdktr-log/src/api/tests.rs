@@ -272,10 +272,10 @@ fn a_reply_names_its_variant_as_the_wire_does() {
     }
 }
 
-#[test]
-fn a_logs_reply_written_from_borrowed_rows_is_the_derived_encoding_byte_for_byte() {
-    // Every MessagePack size class the writer can meet: str 5/8/16/32,
-    // array 4/16/32, negative and 64-bit integers, nil origins and cursor.
+/// Pages with every MessagePack size class a `Logs` reply can meet: str
+/// 5/8/16/32, array 4/16/32, negative and 64-bit integers, nil origins and
+/// cursor.
+fn pages_of_every_size_class() -> Vec<LogPage> {
     let text = |n: usize| "é".repeat(n / 2) + &"x".repeat(n % 2);
     let mut lines = Vec::new();
     let mut origins = Vec::new();
@@ -301,7 +301,7 @@ fn a_logs_reply_written_from_borrowed_rows_is_the_derived_encoding_byte_for_byte
             seq: [1, 255, 65_536, u64::MAX][i % 4],
         }));
     }
-    for (n, next) in [
+    [
         (0, None),
         (
             1,
@@ -325,12 +325,20 @@ fn a_logs_reply_written_from_borrowed_rows_is_the_derived_encoding_byte_for_byte
                 row: 70_000,
             }),
         ),
-    ] {
-        let page = LogPage {
-            lines: lines[..n].to_vec(),
-            origins: origins[..n].to_vec(),
-            next,
-        };
+    ]
+    .into_iter()
+    .map(|(n, next)| LogPage {
+        lines: lines[..n].to_vec(),
+        origins: origins[..n].to_vec(),
+        next,
+    })
+    .collect()
+}
+
+#[test]
+fn a_logs_reply_written_from_borrowed_rows_is_the_derived_encoding_byte_for_byte() {
+    for page in pages_of_every_size_class() {
+        let (n, next) = (page.lines.len(), page.next);
         let derived = rmp_serde::to_vec_named(&Response::Logs(page.clone())).unwrap();
         let borrowed: Vec<PageLine<'_>> = page
             .lines
@@ -342,4 +350,58 @@ fn a_logs_reply_written_from_borrowed_rows_is_the_derived_encoding_byte_for_byte
         assert!(Response::Logs(page.clone()).to_bytes() == derived, "{n} lines");
         assert_eq!(Response::from_bytes(&derived).unwrap(), Response::Logs(page));
     }
+}
+
+/// The page `read_logs` hands out, owned again.
+fn page_read_in_place(bytes: &[u8]) -> crate::Result<LogPage> {
+    logs::with_page(bytes, |lines, next| LogPage {
+        lines: lines.iter().map(|l| l.message.to_message()).collect(),
+        origins: lines.iter().map(|l| l.to_origin()).collect(),
+        next,
+    })
+}
+
+#[test]
+fn a_logs_reply_read_in_place_has_the_lines_origins_and_cursor_of_the_decoded_page() {
+    for page in pages_of_every_size_class() {
+        let bytes = Response::Logs(page.clone()).to_bytes();
+        assert!(logs::read_in_place(&bytes).is_some(), "the in-place path");
+        assert_eq!(page_read_in_place(&bytes).unwrap(), page, "{} lines", page.lines.len());
+    }
+}
+
+#[test]
+fn a_logs_reply_in_another_layout_is_read_in_place_as_the_decoder_reads_it() {
+    // The tag last and no origins (a principal before schema version 3).
+    let bytes = bytes(json!({"lines": [line(), line()], "next": {"timestamp_ms": 1, "row": 2}, "reply": "Logs"}));
+    assert!(logs::read_in_place(&bytes).is_none());
+    let Response::Logs(decoded) = Response::from_bytes(&bytes).unwrap() else {
+        panic!("not a page")
+    };
+    let got = page_read_in_place(&bytes).unwrap();
+    assert_eq!(got.lines, decoded.lines);
+    assert_eq!(got.next, decoded.next);
+    assert_eq!(got.origins, [None, None]);
+}
+
+#[test]
+fn reading_a_page_in_place_from_an_error_or_another_reply_is_an_error() {
+    let error = Response::error(ErrorKind::Invalid, "limit 0").to_bytes();
+    assert!(matches!(
+        page_read_in_place(&error),
+        Err(crate::Error::Api {
+            kind: ErrorKind::Invalid,
+            ..
+        })
+    ));
+    let pong = Response::Pong {
+        api: API_VERSION,
+        version: "x".into(),
+    }
+    .to_bytes();
+    assert!(matches!(page_read_in_place(&pong), Err(crate::Error::Reply(_))));
+    // A page whose line lacks a field is refused, as the decoder refuses it.
+    let broken = bytes(json!({"reply": "Logs", "lines": [{"workflow_id": "w"}], "origins": [], "next": null}));
+    assert!(Response::from_bytes(&broken).is_err());
+    assert!(matches!(page_read_in_place(&broken), Err(crate::Error::Reply(_))));
 }

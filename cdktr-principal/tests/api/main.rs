@@ -178,4 +178,5 @@ fn task_update(instance: &str, status: RunStatus, at: i64) -> Request {
 mod archive;
 mod cli;
 mod liveness;
+mod pages;
 mod requests;

@@ -1,0 +1,80 @@
+//! Pages of stored logs through a principal: read owned (`query_logs`)
+//! and in place (`read_logs`), the same lines either way.
+
+use cdktr_log::query::{LevelFilter, LogPage, LogQuery, Order};
+use cdktr_log::{Envelope, Line};
+use cdktr_store::{Persister, PersisterConfig, Store};
+
+use super::*;
+
+/// 2,500 lines of 13 instances from two publishers, stored in `db`.
+fn stored(db: &Path) {
+    let store = Store::open(db).unwrap();
+    let persister = Persister::start(&store, PersisterConfig::default()).unwrap();
+    let tx = persister.sender();
+    for i in 0..2_500usize {
+        let message = LogMessage {
+            workflow_instance_id: format!("etl-{}", i % 13),
+            timestamp_ms: 1_795_000_000_000 + i as i64,
+            payload: format!("stored {i} é 🚀"),
+            ..line("etl-0", Level::ALL[i % 5], "")
+        };
+        tx.send(Line::from(Envelope {
+            publisher_id: format!("agent-{}", i % 2),
+            seq: i as u64 / 2 + 1,
+            replays: false,
+            message,
+        }))
+        .unwrap();
+    }
+    persister.shutdown().unwrap();
+}
+
+#[test]
+fn a_page_read_in_place_has_the_lines_origins_and_cursor_of_the_owned_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    stored(&db);
+    let p = start(&db, &[]);
+    let mut api = p.client();
+    let all = LogQuery {
+        start_ms: Some(0),
+        ..LogQuery::default()
+    };
+    for q in [
+        all.clone(),
+        LogQuery {
+            workflow_instance_id: Some("etl-3".into()),
+            order: Order::NewestFirst,
+            ..all.clone()
+        },
+        LogQuery {
+            levels: Some(LevelFilter::AtLeast(Level::Warn)),
+            limit: Some(7),
+            ..all.clone()
+        },
+    ] {
+        let owned = api.query_logs(&q).unwrap();
+        assert!(!owned.lines.is_empty() && owned.origins.iter().all(Option::is_some));
+        let read = api
+            .read_logs(&q, |lines, next| LogPage {
+                lines: lines.iter().map(|l| l.message.to_message()).collect(),
+                origins: lines.iter().map(|l| l.to_origin()).collect(),
+                next,
+            })
+            .unwrap();
+        assert_eq!(read, owned, "{q:?}");
+    }
+    let invalid = LogQuery { limit: Some(0), ..all };
+    let err = api.read_logs(&invalid, |lines, _| lines.len()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            cdktr_log::Error::Api {
+                kind: ErrorKind::Invalid,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
