@@ -21,6 +21,7 @@ use duckdb::params;
 use super::manifest::{day_of, remove_if_empty, sync_dir, ArchivedFile, TMP_SUFFIX};
 use super::{ArchiveConfig, Failpoint};
 use crate::error::{Error, Result};
+use crate::migrations::INSTANCE_BLOCK_LINES;
 use crate::store::{chrono_now_ms, Store};
 
 const DAY_MS: i64 = 86_400_000;
@@ -210,7 +211,14 @@ fn move_chunk(store: &Store, config: &ArchiveConfig, cutoff: i64) -> Result<Opti
             chrono_now_ms()
         ],
     );
-    let deleted = recorded.and_then(|_| tx.execute(&format!("DELETE FROM logstore WHERE {chunk_filter}"), []));
+    // The index keeps only blocks that still hold a line in `logstore`:
+    // it is read for the hot lines alone, and stays their size.
+    let unindex = format!(
+        "DELETE FROM instance_block WHERE block < (SELECT min(line_id) FROM logstore) // {INSTANCE_BLOCK_LINES}"
+    );
+    let deleted = recorded
+        .and_then(|_| tx.execute(&format!("DELETE FROM logstore WHERE {chunk_filter}"), []))
+        .and_then(|n| tx.execute(&unindex, []).map(|_| n));
     match deleted {
         Ok(n) if n as u64 == lines => {}
         other => {

@@ -290,3 +290,63 @@ fn a_restart_removes_unrecorded_temporary_files_and_leaves_unknown_files_unread(
     assert!(!day_dir.join("part-00009999.parquet.tmp").exists());
     assert_eq!(store.count_logs(&all_of(LogQuery::default())).unwrap(), 300);
 }
+
+#[test]
+fn the_instance_index_drops_blocks_left_without_hot_lines_and_archived_lines_are_still_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    // Three blocks of line numbers; the move empties the first two.
+    let (old, recent) = (old_lines(45_000), recent_lines(300));
+    persist(
+        &store,
+        PersisterConfig::default(),
+        &[old.clone(), recent.clone()].concat(),
+    );
+    let one_instance = LogQuery {
+        workflow_instance_id: Some("wf1-4".into()),
+        ..LogQuery::default()
+    };
+    let before = history(&store, &one_instance, 1000);
+    assert!(before.len() > 2000);
+    let first_block = |store: &Store| {
+        let rows = store
+            .sql("SELECT min(block) FROM instance_block", 1, 1 << 10)
+            .unwrap()
+            .rows;
+        rows[0][0].to_text()
+    };
+    assert_eq!(first_block(&store), "0");
+    let config = ArchiveConfig {
+        chunk_lines: 10_000,
+        row_group_lines: 2048,
+        ..week()
+    };
+    let report = archive_pass(&store, &config, NOW, &|| false).unwrap();
+    assert_eq!(report.lines, old.len() as u64);
+    // The hot lines are 45,000..45,300: all in block 2.
+    assert_eq!(first_block(&store), "2");
+    assert_eq!(history(&store, &one_instance, 1000), before);
+    assert_eq!(
+        store.count_logs(&all_of(one_instance.clone())).unwrap(),
+        before.len() as u64
+    );
+    // Lines stored after the move are found with the archived ones.
+    let more: Vec<LogMessage> = recent_lines(50)
+        .into_iter()
+        .map(|m| LogMessage {
+            workflow_instance_id: "wf1-4".into(),
+            payload: format!("later {}", m.payload),
+            ..m
+        })
+        .collect();
+    let persister = Persister::start(&store, PersisterConfig::default()).unwrap();
+    let tx = persister.sender();
+    for (i, m) in more.iter().enumerate() {
+        tx.send(env("q", i as u64 + 1, m.clone())).unwrap();
+    }
+    persister.shutdown().unwrap();
+    assert_eq!(
+        store.count_logs(&all_of(one_instance)).unwrap(),
+        (before.len() + more.len()) as u64
+    );
+}
