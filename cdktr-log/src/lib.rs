@@ -91,7 +91,7 @@
 //! - `curve` (off here; on in the facade and the binaries): libzmq built
 //!   with libsodium, so that [`curve`] keys work; outside this repository
 //!   it needs the `.cargo/config.toml` table of the README's "Security".
-//! - `tracing` (off by default): [`tracing`](crate::tracing), a
+//! - `tracing` (off by default): the `tracing` module, a
 //!   `tracing_subscriber` layer that publishes events with the workflow
 //!   context of their spans, and its flushing guard.
 //! - `testing`: helpers for this workspace's tests (free ports, finding

@@ -86,7 +86,7 @@ pub struct Poller {
 impl Poller {
     /// Starts the thread, named `name`. `each` says whether its call was
     /// answered: after one that was not, the next comes after
-    /// [`RETRY`] rather than the whole interval, so that a principal back
+    /// `RETRY` rather than the whole interval, so that a principal back
     /// from a restart or a network cut hears from this client at once.
     ///
     /// # Errors

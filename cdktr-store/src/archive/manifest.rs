@@ -123,7 +123,7 @@ impl Manifest {
     }
 }
 
-/// What [`reconcile`] found and did.
+/// What `reconcile` found and did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reconciled {
     /// Files recorded in the manifest whose rename a stop interrupted:
