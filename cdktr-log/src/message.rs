@@ -95,8 +95,8 @@ pub struct LogMessage {
 /// A [`LogMessage`]'s fields, borrowed from wherever they are (a received
 /// frame, a query's result, a publisher's task context): encoded, sized
 /// and sent without building a `LogMessage` first. It reads (from a byte
-/// slice) what a `LogMessage` reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// slice) and writes what a `LogMessage` reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageRef<'a> {
     /// See [`LogMessage::workflow_id`].
     pub workflow_id: &'a str,
@@ -131,7 +131,7 @@ impl<'a> From<&'a LogMessage> for MessageRef<'a> {
     }
 }
 
-impl MessageRef<'_> {
+impl<'a> MessageRef<'a> {
     /// The message, as owned strings.
     pub fn to_message(self) -> LogMessage {
         LogMessage {
@@ -155,6 +155,21 @@ impl MessageRef<'_> {
             + self.task_instance_id.len()
             + self.payload.len()
     }
+
+    /// As [`LogMessage::to_json`].
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a MessageRef always serializes to JSON")
+    }
+
+    /// As [`LogMessage::display`].
+    pub fn display(self) -> impl fmt::Display + 'a {
+        self.display_styled("", "")
+    }
+
+    /// As [`LogMessage::display_styled`].
+    pub fn display_styled(self, before: &'a str, after: &'a str) -> impl fmt::Display + 'a {
+        Human { m: self, before, after }
+    }
 }
 
 impl LogMessage {
@@ -167,7 +182,7 @@ impl LogMessage {
     /// The message as one JSON object (the field names above; `level` as its
     /// canonical name).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a LogMessage always serializes to JSON")
+        MessageRef::from(self).to_json()
     }
 
     /// A one-line human-readable form:
@@ -182,12 +197,12 @@ impl LogMessage {
     /// As [`display`](Self::display), with `before` and `after` around the
     /// level name (a terminal colour, say), outside its padding.
     pub fn display_styled<'a>(&'a self, before: &'a str, after: &'a str) -> impl fmt::Display + 'a {
-        Human { m: self, before, after }
+        MessageRef::from(self).display_styled(before, after)
     }
 }
 
 struct Human<'a> {
-    m: &'a LogMessage,
+    m: MessageRef<'a>,
     before: &'a str,
     after: &'a str,
 }
@@ -206,13 +221,13 @@ impl fmt::Display for Human<'_> {
             ""
         )?;
         for (i, part) in [
-            &m.workflow_id,
+            m.workflow_id,
             "/",
-            &m.workflow_instance_id,
+            m.workflow_instance_id,
             " ",
-            &m.task_name,
+            m.task_name,
             "/",
-            &m.task_instance_id,
+            m.task_instance_id,
         ]
         .into_iter()
         .enumerate()
@@ -224,7 +239,7 @@ impl fmt::Display for Human<'_> {
             }
         }
         f.write_str(": ")?;
-        write_escaped(f, &m.payload)
+        write_escaped(f, m.payload)
     }
 }
 

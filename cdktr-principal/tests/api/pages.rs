@@ -78,3 +78,19 @@ fn a_page_read_in_place_has_the_lines_origins_and_cursor_of_the_owned_page() {
         "{err}"
     );
 }
+
+#[test]
+fn cli_query_prints_every_page_of_a_long_history_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    stored(&db);
+    let p = start(&db, &[]);
+    let want: Vec<String> = (0..2_500).map(|i| format!("stored {i} é 🚀")).collect();
+    assert_eq!(
+        json_payloads(&p.cli(&["query", "--since", "3000d", "-o", "json"])),
+        want
+    );
+    let text = stdout_lines(&p.cli(&["query", "--since", "3000d", "-i", "etl-3"]));
+    assert_eq!(text.len(), want.iter().skip(3).step_by(13).count());
+    assert!(text.iter().all(|l| l.contains(" etl/etl-3 ")), "{:?}", &text[..3]);
+}

@@ -5,7 +5,8 @@ use std::io::{StdoutLock, Write};
 
 use anstream::{AutoStream, ColorChoice};
 use anstyle::{AnsiColor, Style};
-use cdktr_log::{Level, LogMessage, RunStatus};
+use cdktr_log::message::MessageRef;
+use cdktr_log::{Level, RunStatus};
 
 /// Standard output, with colour decided once.
 pub struct Out {
@@ -33,7 +34,7 @@ impl Out {
     }
 
     /// One log line, as text or JSON.
-    pub fn log_line(&mut self, m: &LogMessage) -> bool {
+    pub fn log_line(&mut self, m: MessageRef<'_>) -> bool {
         if self.json {
             return self.line(format_args!("{}", m.to_json()));
         }

@@ -93,18 +93,21 @@ pub fn run(m: &ArgMatches, p: &Principal, out: &mut Out) -> Result {
         }
         lines.truncate(n);
         for line in lines.iter().rev() {
-            if !out.log_line(line) {
+            if !out.log_line(line.into()) {
                 return Ok(());
             }
         }
         return Ok(());
     }
-    for page in api.pages(query) {
-        for line in &page?.lines {
-            if !out.log_line(line) {
-                return Ok(());
-            }
+    // Each page printed from the reply's bytes, no string copied.
+    loop {
+        let next = api.read_logs(&query, |lines, next| {
+            let printed = lines.iter().all(|l| out.log_line(l.message));
+            next.filter(|_| printed)
+        })?;
+        match next {
+            Some(cursor) => query.after = Some(cursor),
+            None => return Ok(()),
         }
     }
-    Ok(())
 }

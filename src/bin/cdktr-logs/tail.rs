@@ -85,7 +85,7 @@ pub fn run(m: &ArgMatches, p: &Principal, out: &mut Out) -> Result {
     loop {
         match follower.next_timeout(Duration::from_millis(200))? {
             Some(Followed::Line(line)) => {
-                if !out.log_line(&line.message) {
+                if !out.log_line((&line.message).into()) {
                     return Ok(());
                 }
                 continue;
