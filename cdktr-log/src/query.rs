@@ -107,6 +107,16 @@ pub struct LogPage {
     pub next: Option<Cursor>,
 }
 
+impl LogPage {
+    /// Its lines, each with its origin, borrowed.
+    pub fn lines_with_origins(&self) -> Vec<PageLine<'_>> {
+        PageLine::zip(
+            self.lines.iter().map(MessageRef::from),
+            (self.origins.iter()).map(|o| o.as_ref().map(|o| (o.publisher_id.as_str(), o.seq))),
+        )
+    }
+}
+
 /// A page's line and its origin, borrowed from wherever the rows are
 /// (DuckDB's result, a [`LogPage`]). A `Logs` reply is written from these
 /// ([`Response::logs_bytes`](crate::api::Response::logs_bytes)), so a
@@ -126,6 +136,21 @@ impl<'a> PageLine<'a> {
             message: message.into(),
             origin: origin.map(|o| (o.publisher_id.as_str(), o.seq)),
         }
+    }
+
+    /// Each line with its origin, by position; lines past the origins (a
+    /// principal before schema version 3 sent none) have none.
+    pub(crate) fn zip(
+        lines: impl IntoIterator<Item = MessageRef<'a>>,
+        origins: impl IntoIterator<Item = Option<(&'a str, u64)>>,
+    ) -> Vec<PageLine<'a>> {
+        let mut origins = origins.into_iter();
+        (lines.into_iter())
+            .map(|message| PageLine {
+                message,
+                origin: origins.next().flatten(),
+            })
+            .collect()
     }
 
     /// The origin, owned.

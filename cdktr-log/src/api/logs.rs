@@ -151,21 +151,8 @@ pub(super) fn read_in_place(bytes: &[u8]) -> Option<Result<(Vec<PageLine<'_>>, O
     Some(
         rmp_serde::from_slice(bytes)
             .map(|r: LogsReply<'_>| {
-                let origin = |i: usize| {
-                    r.origins
-                        .get(i)
-                        .and_then(|o| o.as_ref().map(|o| (o.publisher_id, o.seq)))
-                };
-                let lines = r
-                    .lines
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &message)| PageLine {
-                        message,
-                        origin: origin(i),
-                    })
-                    .collect();
-                (lines, r.next)
+                let origins = r.origins.iter().map(|o| o.as_ref().map(|o| (o.publisher_id, o.seq)));
+                (PageLine::zip(r.lines, origins), r.next)
             })
             .map_err(|e| Error::Reply(e.to_string())),
     )
@@ -180,13 +167,7 @@ pub(super) fn with_page<R>(bytes: &[u8], read: impl FnOnce(&[PageLine<'_>], Opti
     }
     // Any other layout of the same reply, or another reply.
     match Response::from_bytes(bytes)? {
-        Response::Logs(page) => {
-            let origin = |i: usize| page.origins.get(i).and_then(Option::as_ref);
-            let lines: Vec<_> = (page.lines.iter().enumerate())
-                .map(|(i, m)| PageLine::new(m, origin(i)))
-                .collect();
-            Ok(read(&lines, page.next))
-        }
+        Response::Logs(page) => Ok(read(&page.lines_with_origins(), page.next)),
         Response::Error { kind, message } => Err(Error::Api { kind, message }),
         other => Err(Error::Reply(format!("QueryLogs answered with {}", other.name()))),
     }

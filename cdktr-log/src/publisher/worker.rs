@@ -11,8 +11,9 @@ use super::acknowledged::Acknowledged;
 use super::best_effort::BestEffort;
 use super::socket::{PushSocket, SEND_HWM};
 use super::{Command, PublisherStats};
+use crate::message::MessageRef;
 use crate::stats::StatsCell;
-use crate::wire::{self, Fields};
+use crate::wire;
 
 /// Commands taken from the channel between two attempts to send.
 const BATCH: usize = 1024;
@@ -204,7 +205,7 @@ impl Worker {
                 level,
                 timestamp_ms,
                 payload,
-            } => self.accept(Fields {
+            } => self.accept(MessageRef {
                 workflow_id: &ctx.workflow_id,
                 workflow_name: &ctx.workflow_name,
                 workflow_instance_id: &ctx.workflow_instance_id,
@@ -223,7 +224,7 @@ impl Worker {
     }
 
     /// Numbers and encodes one line, then hands it to the mode.
-    fn accept(&mut self, fields: Fields<'_>) {
+    fn accept(&mut self, fields: MessageRef<'_>) {
         let core = &mut self.core;
         core.stats.published += 1;
         let seq = core.seq + 1;

@@ -3,7 +3,8 @@
 
 use crate::message::{Level, LogMessage};
 
-use super::{Envelope, Fields};
+use super::Envelope;
+use crate::message::MessageRef;
 
 /// A received message, compact: what the log manager hands its sinks.
 ///
@@ -51,7 +52,7 @@ pub struct Line {
 impl Line {
     /// Builds a line from its fields; `None` when its strings hold more
     /// than 4 GiB together (no message the manager accepts does).
-    pub(crate) fn new(publisher_id: &str, seq: u64, replays: bool, f: Fields<'_>) -> Option<Line> {
+    pub(crate) fn new(publisher_id: &str, seq: u64, replays: bool, f: MessageRef<'_>) -> Option<Line> {
         let parts = [
             publisher_id,
             f.workflow_id,
@@ -127,7 +128,7 @@ impl Line {
 
     /// The message, as owned strings.
     pub fn to_message(&self) -> LogMessage {
-        Fields {
+        MessageRef {
             workflow_id: self.workflow_id(),
             workflow_name: self.workflow_name(),
             workflow_instance_id: self.workflow_instance_id(),

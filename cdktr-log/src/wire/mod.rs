@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use body::BodyIn;
 
 use crate::error::{Error, Result};
-use crate::message::{Level, LogMessage};
+use crate::message::{Level, LogMessage, MessageRef};
 
 mod body;
 mod line;
@@ -48,9 +48,6 @@ pub struct Watermark {
     /// replaying publisher the stream up to it has no gap.
     pub accepted: u64,
 }
-
-/// A message's fields, borrowed: what is encoded and decoded.
-pub(crate) type Fields<'a> = crate::message::MessageRef<'a>;
 
 #[derive(Serialize)]
 struct BodyOut<'a> {
@@ -101,7 +98,7 @@ pub(crate) fn encode_fields(
     publisher_id: &str,
     seq: u64,
     replays: bool,
-    f: Fields<'_>,
+    f: MessageRef<'_>,
     topic: &mut Vec<u8>,
     body: &mut Vec<u8>,
 ) {
@@ -180,7 +177,7 @@ struct Parsed<'a> {
     publisher_id: &'a str,
     seq: u64,
     replays: bool,
-    fields: Fields<'a>,
+    fields: MessageRef<'a>,
 }
 
 impl Parsed<'_> {
@@ -239,7 +236,7 @@ fn parse(body: &[u8], max_message_bytes: usize) -> Result<Parsed<'_>> {
         publisher_id,
         seq,
         replays: b.replays.unwrap_or(false),
-        fields: Fields {
+        fields: MessageRef {
             workflow_id,
             workflow_name,
             workflow_instance_id,
