@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use cdktr_logs::store::{LogQuery, SqlValue, Store, INSTANCE_BLOCK_LINES, ROW_GROUP_SIZE};
+use cdktr_logs::store::{LogQuery, SqlValue, Store, ROW_GROUP_SIZE};
 
 /// `cdktr-bench/<name>` in the target directory; the file is made by
 /// `generate` (SQL on a bare connection to a new store's file, attached
@@ -39,11 +39,8 @@ pub fn generated_file(name: &str, rows: u64, generate: &str) -> PathBuf {
     );
     conn.execute_batch(&attach).unwrap();
     conn.execute_batch(generate).unwrap();
-    // The index by instance, as the persister writes it with the lines.
-    let index = format!(
-        "INSERT INTO instance_block SELECT DISTINCT workflow_instance_id, line_id // {INSTANCE_BLOCK_LINES} \
-         FROM logstore ORDER BY 2; CHECKPOINT;"
-    );
-    conn.execute_batch(&index).unwrap();
+    // The store indexes the lines by instance when it opens the file.
+    drop(conn);
+    drop(Store::open(&path).unwrap());
     path
 }

@@ -12,7 +12,7 @@ use cdktr_log::config::Setting;
 
 use crate::archive::ArchiveState;
 use crate::error::{Error, Result};
-use crate::migrations::MIGRATIONS;
+use crate::migrations::{index_new_blocks, MIGRATIONS};
 
 /// The newest schema version this build writes and reads.
 pub const SCHEMA_VERSION: i64 = 5;
@@ -398,6 +398,7 @@ impl Store {
                 });
             }
         }
+        index_new_blocks(&conn).map_err(Error::db("indexing lines by instance"))?;
         let settings = Vec::new();
         let handle = connect(&conn, &location).map_err(Error::db("opening another connection"))?;
         Ok(Store {

@@ -126,3 +126,51 @@ fn a_version_4_file_gets_its_instance_index_when_migrated() {
     let all: Vec<LogMessage> = data.into_iter().chain(more).collect();
     assert_every_instance_found(&store, &all);
 }
+
+#[test]
+fn lines_written_into_logstore_by_hand_are_indexed_when_the_store_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hand.db");
+    let data = interleaved(5_000);
+    persist(&Store::open(&path).unwrap(), PersisterConfig::default(), &data);
+    // Copies of every line, numbered two and three blocks on, written as
+    // an import tool would write them, with DuckDB alone.
+    let conn = duckdb::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "INSERT INTO logstore SELECT workflow_id, workflow_name, 'hand-' || workflow_instance_id, task_name, \
+         task_instance_id, timestamp_ms, level, payload, NULL, NULL, line_id + 2 * 20480 FROM logstore; \
+         INSERT INTO logstore SELECT workflow_id, workflow_name, workflow_instance_id, task_name, \
+         task_instance_id, timestamp_ms, level, payload, NULL, NULL, line_id + 20480 FROM logstore \
+         WHERE workflow_instance_id LIKE 'hand-%';",
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(&path).unwrap();
+    let count = |instance: &str| {
+        store
+            .count_logs(&all_of(LogQuery {
+                workflow_instance_id: Some(instance.into()),
+                ..LogQuery::default()
+            }))
+            .unwrap()
+    };
+    let want = data.iter().filter(|m| m.workflow_instance_id == "busy-7").count() as u64;
+    assert_eq!(count("busy-7"), want);
+    assert_eq!(count("hand-busy-7"), 2 * want);
+    assert_eq!(count("hand-rare"), 6);
+    // One row per instance per block, numbered as the persister numbers
+    // them (50 busy instances and "rare" in block 0; their copies in
+    // blocks 2 and 3).
+    assert_eq!(
+        int(
+            &store,
+            "SELECT count(*) FROM (SELECT DISTINCT workflow_instance_id, line_id // 20480 FROM logstore)"
+        ),
+        int(&store, "SELECT count(*) FROM instance_block")
+    );
+    assert_eq!(int(&store, "SELECT count(*) FROM instance_block"), 3 * 51);
+    // Opening again indexes nothing twice.
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(int(&store, "SELECT count(*) FROM instance_block"), 3 * 51);
+}
