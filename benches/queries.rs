@@ -18,15 +18,17 @@
 //! client's decoding; `store` is `Store::query_page`, the page with owned
 //! lines an embedder gets; `server` is the principal's own work (the query,
 //! its rows read in place with `Store::read_page`, the reply's bytes);
-//! `decode` is the client reading the reply; `api, in place` is `api` with
-//! the page read where it arrived (`ApiClient::read_logs`). The ratio
+//! `decode` is the client reading the reply; `api, maps` is `api` with the
+//! reply's lines as maps (a client that names no layout); `api, in place`
+//! is `api` with the page read where it arrived (`ApiClient::read_logs`).
+//! The ratio
 //! `api / sql` is the figure (`docs/performance.md`, "Queries at the cost
 //! of their SQL").
 
 use std::hint::black_box;
 use std::path::PathBuf;
 
-use cdktr_logs::api::{Response, MAX_PAGE_BYTES};
+use cdktr_logs::api::{Layout, Request, Response, MAX_PAGE_BYTES};
 use cdktr_logs::principal::Principal;
 use cdktr_logs::store::{LevelFilter, Location, LogQuery};
 use cdktr_logs::{ApiClient, ApiConfig, BusConfig, Level};
@@ -160,11 +162,11 @@ fn api_vs_sql(c: &mut Criterion) {
             b.iter(|| {
                 let page = store.read_page(black_box(&limited), MAX_PAGE_BYTES).unwrap();
                 let lines: Vec<_> = page.lines().collect();
-                black_box(Response::logs_bytes(&lines, page.next()))
+                black_box(Response::logs_bytes(&lines, page.next(), Layout::Arrays))
             })
         });
-        // The client's part: reading the reply.
-        let reply = Response::Logs(page).to_bytes();
+        // The client's part: reading the reply (as `ApiClient` asks for it).
+        let reply = Response::logs_bytes(&page.lines_with_origins(), page.next, Layout::Arrays);
         g.bench_function(format!("{name}: decode"), |b| {
             b.iter(|| black_box(Response::from_bytes(black_box(&reply)).unwrap()))
         });
@@ -172,6 +174,15 @@ fn api_vs_sql(c: &mut Criterion) {
         assert_eq!(client.query_logs(q).unwrap().lines.len(), 1000, "{name}");
         g.bench_function(format!("{name}: api"), |b| {
             b.iter(|| black_box(client.query_logs(black_box(q)).unwrap()))
+        });
+        // The reply's lines as maps, as a client that does not name a
+        // layout gets them (session 14's only layout).
+        let maps = Request::QueryLogs {
+            query: q.clone(),
+            layout: Layout::Maps,
+        };
+        g.bench_function(format!("{name}: api, maps"), |b| {
+            b.iter(|| black_box(client.call(black_box(&maps)).unwrap()))
         });
         // The same, the page read where it arrived.
         g.bench_function(format!("{name}: api, in place"), |b| {

@@ -333,7 +333,7 @@ impl Worker {
 
     fn query(&self, request: Request) -> cdktr_store::Result<Reply> {
         Ok(Reply::from(match request {
-            Request::QueryLogs { mut query } => {
+            Request::QueryLogs { mut query, layout } => {
                 let limit = query.limit.unwrap_or(cdktr_log::query::DEFAULT_LIMIT);
                 query.limit = Some(limit.min(MAX_PAGE_LINES));
                 // Written from DuckDB's columns: owning every string of a
@@ -341,7 +341,7 @@ impl Worker {
                 let page = self.store.read_page(&query, MAX_PAGE_BYTES)?;
                 let lines: Vec<PageLine<'_>> = page.lines().collect();
                 return Ok(Reply {
-                    bytes: Response::logs_bytes(&lines, page.next()),
+                    bytes: Response::logs_bytes(&lines, page.next(), layout),
                     error: false,
                 });
             }

@@ -73,6 +73,7 @@ mod tests {
     fn publishers_write_and_readers_read() {
         let query = Request::QueryLogs {
             query: Default::default(),
+            layout: Default::default(),
         };
         let heartbeat = Request::Heartbeat {
             agent_id: "a".into(),

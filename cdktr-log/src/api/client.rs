@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{PrincipalStats, Request, Response, DEFAULT_TIMEOUT, MAX_PAGE_LINES};
+use super::{Layout, PrincipalStats, Request, Response, DEFAULT_TIMEOUT, MAX_PAGE_LINES};
 use crate::config::ApiConfig;
 use crate::error::{Error, Result};
 use crate::query::{Cursor, LogPage, LogQuery, PageLine, Snapshot};
@@ -166,7 +166,10 @@ impl ApiClient {
     /// # Errors
     /// As [`call`](Self::call); [`Error::Api`] for an invalid query.
     pub fn query_logs(&mut self, query: &LogQuery) -> Result<LogPage> {
-        let request = Request::QueryLogs { query: query.clone() };
+        let request = Request::QueryLogs {
+            query: query.clone(),
+            layout: Layout::Arrays,
+        };
         self.expect(&request, |r| match r {
             Response::Logs(page) => Some(page),
             _ => None,
@@ -186,7 +189,10 @@ impl ApiClient {
         query: &LogQuery,
         read: impl FnOnce(&[PageLine<'_>], Option<Cursor>) -> R,
     ) -> Result<R> {
-        let reply = self.exchange(&Request::QueryLogs { query: query.clone() })?;
+        let reply = self.exchange(&Request::QueryLogs {
+            query: query.clone(),
+            layout: Layout::Arrays,
+        })?;
         super::logs::with_page(&reply, read)
     }
 

@@ -1,24 +1,28 @@
-//! The `Logs` reply, the one large reply (~250 KB for 1,000 lines), written
-//! and read without serde's detours. The bytes are those of the derived
-//! encoding of [`Response::Logs`] (a test holds them equal), so any
+//! The `Logs` reply, the one large reply (~250 KB for 1,000 lines as maps,
+//! ~135 KB as arrays), written and read without serde's detours. As maps,
+//! the bytes are those of the derived encoding of [`Response::Logs`]; as
+//! arrays, of its positional encoding (tests hold both equal), so any
 //! MessagePack reader of `docs/api.md` reads them.
 
 use rmp::encode as mp;
 use serde::Deserialize;
 
-use super::Response;
+use super::{Layout, Response};
 use crate::error::{Error, Result};
 use crate::message::MessageRef;
 use crate::query::{Cursor, LogPage, Origin, PageLine};
 
 /// Writes `{"reply": "Logs", "lines": [...], "origins": [...], "next": ...}`
-/// into a buffer of `capacity` bytes.
+/// into a buffer of `capacity` bytes, each line and origin a map or an
+/// array as `layout` says.
 pub(super) fn write<'a>(
     lines: impl ExactSizeIterator<Item = MessageRef<'a>>,
     origins: impl ExactSizeIterator<Item = Option<(&'a str, u64)>>,
     next: Option<Cursor>,
+    layout: Layout,
     capacity: usize,
 ) -> Vec<u8> {
+    let named = layout == Layout::Maps;
     let mut out = Vec::with_capacity(capacity);
     let w = &mut out;
     // A Vec grows as needed: writing to it fails only when memory does.
@@ -30,23 +34,38 @@ pub(super) fn write<'a>(
     text(w, "Logs");
     text(w, "lines");
     put(mp::write_array_len(w, len(lines.len())).map(drop));
+    // A field's name, as maps have it.
+    let key = |w: &mut Vec<u8>, k: &str| {
+        if named {
+            text(w, k);
+        }
+    };
+    // A map of `n` fields, or an array of their values.
+    let open = |w: &mut Vec<u8>, n: u32| {
+        put(if named {
+            mp::write_map_len(w, n)
+        } else {
+            mp::write_array_len(w, n)
+        }
+        .map(drop));
+    };
     for l in lines {
-        put(mp::write_map_len(w, 8).map(drop));
-        for (key, value) in [
+        open(w, 8);
+        for (k, value) in [
             ("workflow_id", l.workflow_id),
             ("workflow_name", l.workflow_name),
             ("workflow_instance_id", l.workflow_instance_id),
             ("task_name", l.task_name),
             ("task_instance_id", l.task_instance_id),
         ] {
-            text(w, key);
+            key(w, k);
             text(w, value);
         }
-        text(w, "timestamp_ms");
+        key(w, "timestamp_ms");
         put(mp::write_sint(w, l.timestamp_ms).map(drop));
-        text(w, "level");
+        key(w, "level");
         text(w, l.level.as_str());
-        text(w, "payload");
+        key(w, "payload");
         text(w, l.payload);
     }
     text(w, "origins");
@@ -54,10 +73,10 @@ pub(super) fn write<'a>(
     for origin in origins {
         match origin {
             Some((publisher_id, seq)) => {
-                put(mp::write_map_len(w, 2).map(drop));
-                text(w, "publisher_id");
+                open(w, 2);
+                key(w, "publisher_id");
                 text(w, publisher_id);
-                text(w, "seq");
+                key(w, "seq");
                 put(mp::write_uint(w, seq).map(drop));
             }
             None => put(mp::write_nil(w).map_err(mp::ValueWriteError::InvalidMarkerWrite)),
@@ -78,9 +97,13 @@ pub(super) fn write<'a>(
 }
 
 /// Bytes a page's reply takes: per line its strings and ~200 bytes of field
-/// names, headers and origin.
-pub(super) fn capacity(text_bytes: usize, lines: usize) -> usize {
-    text_bytes + 200 * lines + 64
+/// names, headers and origin as maps, ~60 as arrays.
+pub(super) fn capacity(text_bytes: usize, lines: usize, layout: Layout) -> usize {
+    let per_line = match layout {
+        Layout::Maps => 200,
+        Layout::Arrays => 60,
+    };
+    text_bytes + per_line * lines + 64
 }
 
 /// Reads a `Logs` reply whose tag comes first, as [`write`] puts it,

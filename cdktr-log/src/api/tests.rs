@@ -24,6 +24,11 @@ fn requests_round_trip_and_read_as_documented() {
         Request::Ping {},
         Request::QueryLogs {
             query: LogQuery::default(),
+            layout: Layout::Maps,
+        },
+        Request::QueryLogs {
+            query: LogQuery::default(),
+            layout: Layout::Arrays,
         },
         Request::Snapshot {
             query: LogQuery {
@@ -74,7 +79,12 @@ fn requests_round_trip_and_read_as_documented() {
             max_rows: Some(5),
         },
     ];
-    assert_eq!(all.len(), Request::OPS.len());
+    let ops: std::collections::BTreeSet<&str> = all.iter().map(Request::op).collect();
+    assert_eq!(
+        ops,
+        Request::OPS.into_iter().collect(),
+        "every op, each layout of QueryLogs"
+    );
     for r in all {
         assert_eq!(Request::from_bytes(&r.to_bytes()), Ok(r.clone()));
         assert!(Request::OPS.contains(&r.op()));
@@ -90,6 +100,27 @@ fn requests_round_trip_and_read_as_documented() {
             workflow_id: None,
             status: Some(RunStatus::Running)
         }))
+    );
+    let query_logs = |layout| Request::QueryLogs {
+        query: LogQuery::default(),
+        layout,
+    };
+    assert_eq!(
+        Request::from_bytes(&bytes(json!({"op": "QueryLogs", "query": {}}))),
+        Ok(query_logs(Layout::Maps))
+    );
+    assert_eq!(
+        Request::from_bytes(&bytes(json!({"op": "QueryLogs", "query": {}, "layout": "arrays"}))),
+        Ok(query_logs(Layout::Arrays))
+    );
+    assert_eq!(
+        Request::from_bytes(&bytes(json!({"op": "QueryLogs", "query": {}, "layout": "maps"}))),
+        Ok(query_logs(Layout::Maps))
+    );
+    // Asking for maps writes the request as it was before the field.
+    assert_eq!(
+        rmp_serde::from_slice::<serde_json::Value>(&query_logs(Layout::Maps).to_bytes()).unwrap(),
+        json!({"op": "QueryLogs", "query": LogQuery::default()})
     );
     assert_eq!(
         Request::from_bytes(&bytes(json!({"op": "Heartbeat", "agent_id": "a"}))),
@@ -129,6 +160,20 @@ fn bad_requests_get_the_right_error_kind() {
         ErrorKind::Invalid
     );
     assert_eq!(kind(&bytes(json!({"op": "Ping", "extra": 1}))), ErrorKind::Invalid);
+    // A layout is one of the two names, in lower case.
+    for layout in [
+        json!("columns"),
+        json!("Arrays"),
+        json!(1),
+        json!(null),
+        json!(["arrays"]),
+    ] {
+        assert_eq!(
+            kind(&bytes(json!({"op": "QueryLogs", "query": {}, "layout": layout}))),
+            ErrorKind::Invalid,
+            "layout {layout}"
+        );
+    }
 }
 
 #[test]
@@ -346,7 +391,10 @@ fn a_logs_reply_written_from_borrowed_rows_is_the_derived_encoding_byte_for_byte
             .zip(&page.origins)
             .map(|(l, o)| PageLine::new(l, o.as_ref()))
             .collect();
-        assert!(Response::logs_bytes(&borrowed, next) == derived, "{n} lines");
+        assert!(
+            Response::logs_bytes(&borrowed, next, Layout::Maps) == derived,
+            "{n} lines"
+        );
         assert!(Response::Logs(page.clone()).to_bytes() == derived, "{n} lines");
         assert_eq!(Response::from_bytes(&derived).unwrap(), Response::Logs(page));
     }
@@ -404,4 +452,99 @@ fn reading_a_page_in_place_from_an_error_or_another_reply_is_an_error() {
     let broken = bytes(json!({"reply": "Logs", "lines": [{"workflow_id": "w"}], "origins": [], "next": null}));
     assert!(Response::from_bytes(&broken).is_err());
     assert!(matches!(page_read_in_place(&broken), Err(crate::Error::Reply(_))));
+}
+
+/// `page` as docs/api.md shows a `Logs` reply in the arrays layout.
+fn documented_arrays(page: &LogPage) -> serde_json::Value {
+    let lines: Vec<serde_json::Value> = page
+        .lines
+        .iter()
+        .map(|l| {
+            json!([
+                l.workflow_id,
+                l.workflow_name,
+                l.workflow_instance_id,
+                l.task_name,
+                l.task_instance_id,
+                l.timestamp_ms,
+                l.level.as_str(),
+                l.payload
+            ])
+        })
+        .collect();
+    let origins: Vec<serde_json::Value> = page
+        .origins
+        .iter()
+        .map(|o| o.as_ref().map_or(json!(null), |o| json!([o.publisher_id, o.seq])))
+        .collect();
+    json!({"reply": "Logs", "lines": lines, "origins": origins, "next": page.next})
+}
+
+#[test]
+fn a_logs_reply_in_arrays_is_the_documented_encoding_and_reads_back_as_the_page() {
+    for page in pages_of_every_size_class() {
+        let n = page.lines.len();
+        let borrowed = page.lines_with_origins();
+        let arrays = Response::logs_bytes(&borrowed, page.next, Layout::Arrays);
+        let read: serde_json::Value = rmp_serde::from_slice(&arrays).unwrap();
+        assert!(read == documented_arrays(&page), "{n} lines");
+        assert_eq!(
+            Response::from_bytes(&arrays).unwrap(),
+            Response::Logs(page.clone()),
+            "{n} lines"
+        );
+        assert!(logs::read_in_place(&arrays).is_some(), "the in-place path");
+        assert_eq!(page_read_in_place(&arrays).unwrap(), page, "{n} lines");
+    }
+}
+
+#[test]
+fn a_logs_reply_in_arrays_of_the_wrong_length_or_types_is_refused_by_both_readers() {
+    let page = LogPage {
+        lines: vec![line()],
+        origins: vec![Some(crate::query::Origin {
+            publisher_id: "a".into(),
+            seq: 3,
+        })],
+        next: None,
+    };
+    let good = bytes(documented_arrays(&page));
+    assert_eq!(page_read_in_place(&good).unwrap(), page);
+    let line = json!(["w", "W", "i", "t", "ti", 1, "WARN", "x"]);
+    let reply = |lines: serde_json::Value, origins: serde_json::Value| {
+        bytes(json!({"reply": "Logs", "lines": lines, "origins": origins, "next": null}))
+    };
+    let origin = json!([["a", 3]]);
+    let bad = [
+        (
+            "seven fields",
+            reply(json!([["w", "W", "i", "t", "ti", 1, "WARN"]]), origin.clone()),
+        ),
+        (
+            "nine fields",
+            reply(json!([["w", "W", "i", "t", "ti", 1, "WARN", "x", "y"]]), origin.clone()),
+        ),
+        (
+            "a timestamp as text",
+            reply(json!([["w", "W", "i", "t", "ti", "1", "WARN", "x"]]), origin.clone()),
+        ),
+        (
+            "a level in lower case",
+            reply(json!([["w", "W", "i", "t", "ti", 1, "warn", "x"]]), origin.clone()),
+        ),
+        (
+            "a number for a name",
+            reply(json!([[7, "W", "i", "t", "ti", 1, "WARN", "x"]]), origin.clone()),
+        ),
+        ("an origin of three", reply(json!([line.clone()]), json!([["a", 3, 4]]))),
+        ("an origin of one", reply(json!([line.clone()]), json!([["a"]]))),
+        ("a negative seq", reply(json!([line.clone()]), json!([["a", -3]]))),
+    ];
+    for (what, bytes) in bad {
+        assert!(Response::from_bytes(&bytes).is_err(), "{what}: decoded");
+        assert!(
+            matches!(page_read_in_place(&bytes), Err(crate::Error::Reply(_))),
+            "{what}: read in place"
+        );
+    }
 }

@@ -94,3 +94,55 @@ fn cli_query_prints_every_page_of_a_long_history_in_order() {
     assert_eq!(text.len(), want.iter().skip(3).step_by(13).count());
     assert!(text.iter().all(|l| l.contains(" etl/etl-3 ")), "{:?}", &text[..3]);
 }
+
+#[test]
+fn a_page_asked_for_as_arrays_holds_what_the_same_page_as_maps_holds_in_fewer_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    stored(&db);
+    let p = start(&db, &[]);
+    let ctx = zmq::Context::new();
+    let req = ctx.socket(zmq::REQ).unwrap();
+    req.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();
+    req.connect(&p.api.endpoint()).unwrap();
+    // As a caller in another language writes the request (docs/api.md).
+    let ask = |layout: Option<&str>| -> Vec<u8> {
+        let mut request = serde_json::json!({"op": "QueryLogs", "query": {"start_ms": 0, "limit": 500}});
+        if let Some(layout) = layout {
+            request["layout"] = layout.into();
+        }
+        req.send(rmp_serde::to_vec_named(&request).unwrap(), 0).unwrap();
+        req.recv_bytes(0).expect("a reply")
+    };
+    let (default, maps, arrays) = (ask(None), ask(Some("maps")), ask(Some("arrays")));
+    assert!(default == maps, "no layout is the maps layout");
+    let as_json = |b: &[u8]| rmp_serde::from_slice::<serde_json::Value>(b).unwrap();
+    let (m, a) = (as_json(&maps), as_json(&arrays));
+    assert!(
+        m["lines"][0].is_object() && m["origins"][0].is_object(),
+        "{}",
+        m["lines"][0]
+    );
+    assert_eq!(a["lines"][0].as_array().map(Vec::len), Some(8), "{}", a["lines"][0]);
+    assert_eq!(a["origins"][0].as_array().map(Vec::len), Some(2), "{}", a["origins"][0]);
+    let page = |b: &[u8]| match Response::from_bytes(b).unwrap() {
+        Response::Logs(page) => page,
+        other => panic!("{other:?}"),
+    };
+    let (from_maps, from_arrays) = (page(&maps), page(&arrays));
+    assert_eq!(from_maps.lines.len(), 500);
+    assert_eq!(from_arrays, from_maps);
+    assert!(
+        arrays.len() * 10 < maps.len() * 7,
+        "arrays {} bytes, maps {} bytes",
+        arrays.len(),
+        maps.len()
+    );
+    // The Rust client asks for arrays and reads the same page.
+    let q = LogQuery {
+        start_ms: Some(0),
+        limit: Some(500),
+        ..LogQuery::default()
+    };
+    assert_eq!(p.client().query_logs(&q).unwrap(), from_maps);
+}

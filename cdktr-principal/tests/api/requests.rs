@@ -112,6 +112,7 @@ fn a_slow_query_does_not_hold_up_status_updates() {
             s.send(
                 Request::QueryLogs {
                     query: Default::default(),
+                    layout: Default::default(),
                 }
                 .to_bytes(),
                 0,

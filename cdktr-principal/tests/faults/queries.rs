@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cdktr_log::api::{ErrorKind, Request, Response};
+use cdktr_log::api::{ErrorKind, Layout, Request, Response};
 use cdktr_log::{ApiClient, Level, LogMessage, LogPublisher, LogQuery};
 use cdktr_principal::testing::local_principal;
 use cdktr_store::Location;
@@ -77,7 +77,10 @@ fn fifty_greedy_queries_leave_status_requests_answered_and_ingestion_whole() {
                 ..LogQuery::default()
             };
             while !stop.load(Relaxed) {
-                let outcome = match client.call(&Request::QueryLogs { query: query.clone() }) {
+                let outcome = match client.call(&Request::QueryLogs {
+                    query: query.clone(),
+                    layout: Layout::Arrays,
+                }) {
                     Ok(Response::Logs(_)) => "rows".to_string(),
                     Ok(Response::Error { kind, message }) => match kind {
                         ErrorKind::Busy | ErrorKind::TimedOut => kind.to_string(),
@@ -168,7 +171,10 @@ fn fifty_greedy_queries_leave_status_requests_answered_and_ingestion_whole() {
         payload_contains: Some("no such line".into()),
         ..LogQuery::default()
     };
-    match client.call(&Request::QueryLogs { query: scan }) {
+    match client.call(&Request::QueryLogs {
+        query: scan,
+        layout: Layout::Maps,
+    }) {
         Ok(Response::Error { kind, message }) => {
             assert_eq!(kind, ErrorKind::TimedOut, "{message}");
             assert!(message.contains("time limit"), "{message}");

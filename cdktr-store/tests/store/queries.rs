@@ -340,7 +340,7 @@ fn small_pages_of_a_snapshot_newest_first_are_answered() {
 
 #[test]
 fn a_page_read_in_place_has_the_lines_origins_and_cursor_of_the_owned_page() {
-    use cdktr_log::api::Response;
+    use cdktr_log::api::{Layout, Response};
     // Enough rows for several of DuckDB's result batches.
     let store = Store::open_in_memory().unwrap();
     let data: Vec<LogMessage> = (0..5_000).map(message).collect();
@@ -361,8 +361,10 @@ fn a_page_read_in_place_has_the_lines_origins_and_cursor_of_the_owned_page() {
             assert_eq!(l.to_origin(), owned.origins[i]);
         }
         assert_eq!(page.to_page(), owned);
-        let reply = Response::logs_bytes(&lines, page.next());
-        assert_eq!(Response::from_bytes(&reply).unwrap(), Response::Logs(owned));
+        for layout in [Layout::Maps, Layout::Arrays] {
+            let reply = Response::logs_bytes(&lines, page.next(), layout);
+            assert_eq!(Response::from_bytes(&reply).unwrap(), Response::Logs(owned.clone()));
+        }
     }
     // The byte cap cuts a page short, and the page says more follows.
     let capped = store
