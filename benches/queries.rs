@@ -24,6 +24,12 @@
 //! The ratio
 //! `api / sql` is the figure (`docs/performance.md`, "Queries at the cost
 //! of their SQL").
+//!
+//! `CDKTR_BENCH_ALTERNATE=300 cargo bench --bench queries` measures the
+//! same instead in 300 rounds that run each of them once, in turn (the
+//! SQL on a copy of the file), and prints their medians: criterion times
+//! one after the other, minutes apart, and this VM's speed moves by up to
+//! 40% within the hour, so its ratios moved as much as what they measured.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -32,7 +38,7 @@ use cdktr_logs::api::{Layout, Request, Response, MAX_PAGE_BYTES};
 use cdktr_logs::principal::Principal;
 use cdktr_logs::store::{LevelFilter, Location, LogQuery};
 use cdktr_logs::{ApiClient, ApiConfig, BusConfig, Level};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 
 mod common;
 
@@ -214,5 +220,72 @@ fn start_principal(path: &std::path::Path) -> Principal {
         .unwrap()
 }
 
+/// Each case's SQL, server, API and in-place times, one of each per round
+/// (the order turning each round), and the medians' ratios to the SQL.
+fn alternated(rounds: usize) {
+    let path = make_file();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&path, &copy).unwrap();
+    let conn = duckdb::Connection::open(&copy).unwrap();
+    conn.execute_batch(&format!("SET memory_limit = '{MEMORY_LIMIT}'"))
+        .unwrap();
+    let principal = start_principal(&path);
+    let store = principal.store();
+    let mut client = ApiClient::connect(&principal.api_config()).unwrap();
+    println!("{rounds} rounds, medians in ms (ratio to sql)");
+    println!("| query | sql | server | api | api, in place | api, maps |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (name, q, sql) in &cases() {
+        let limited = LogQuery {
+            limit: Some(1000),
+            ..q.clone()
+        };
+        let maps = Request::QueryLogs {
+            query: q.clone(),
+            layout: Layout::Maps,
+        };
+        let mut stmt = conn.prepare(sql).unwrap();
+        let mut times: [Vec<f64>; 5] = Default::default();
+        for round in 0..rounds {
+            for k in 0..5 {
+                let which = (round + k) % 5;
+                let start = std::time::Instant::now();
+                match which {
+                    0 => drop(black_box(stmt.query_arrow([]).unwrap().collect::<Vec<_>>())),
+                    1 => {
+                        let page = store.read_page(&limited, MAX_PAGE_BYTES).unwrap();
+                        let lines: Vec<_> = page.lines().collect();
+                        black_box(Response::logs_bytes(&lines, page.next(), Layout::Arrays));
+                    }
+                    2 => drop(black_box(client.query_logs(q).unwrap())),
+                    3 => drop(black_box(client.read_logs(q, |l, next| (l.len(), next)).unwrap())),
+                    _ => drop(black_box(client.call(&maps).unwrap())),
+                }
+                times[which].push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let medians: Vec<f64> = times
+            .iter_mut()
+            .map(|t| {
+                t.sort_by(f64::total_cmp);
+                t[t.len() / 2]
+            })
+            .collect();
+        let cell = |m: f64| format!("{m:.2} ({:.2}×)", m / medians[0]);
+        let cells: Vec<String> = medians[1..].iter().map(|&m| cell(m)).collect();
+        println!("| {name} | {:.2} | {} |", medians[0], cells.join(" | "));
+    }
+    drop(client);
+    principal.shutdown().unwrap();
+}
+
 criterion_group!(benches, api_vs_sql);
-criterion_main!(benches);
+
+fn main() {
+    match std::env::var("CDKTR_BENCH_ALTERNATE").map(|r| r.parse::<usize>()) {
+        Ok(Ok(rounds)) if rounds > 0 => alternated(rounds),
+        Ok(_) => panic!("CDKTR_BENCH_ALTERNATE is a number of rounds"),
+        Err(_) => benches(),
+    }
+}
