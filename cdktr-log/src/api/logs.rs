@@ -12,18 +12,18 @@ use crate::error::{Error, Result};
 use crate::message::MessageRef;
 use crate::query::{Cursor, LogPage, Origin, PageLine};
 
-/// Writes `{"reply": "Logs", "lines": [...], "origins": [...], "next": ...}`
-/// into a buffer of `capacity` bytes, each line and origin a map or an
-/// array as `layout` says.
+/// Writes `{"reply": "Logs", "lines": [...], "origins": [...], "next": ...}`,
+/// each line and origin a map or an array as `layout` says; `text_bytes`
+/// is the lines' text, to size the buffer once.
 pub(super) fn write<'a>(
     lines: impl ExactSizeIterator<Item = MessageRef<'a>>,
     origins: impl ExactSizeIterator<Item = Option<(&'a str, u64)>>,
     next: Option<Cursor>,
     layout: Layout,
-    capacity: usize,
+    text_bytes: usize,
 ) -> Vec<u8> {
     let named = layout == Layout::Maps;
-    let mut out = Vec::with_capacity(capacity);
+    let mut out = Vec::with_capacity(capacity(text_bytes, lines.len(), layout));
     let w = &mut out;
     // A Vec grows as needed: writing to it fails only when memory does.
     let put = |r: std::result::Result<(), mp::ValueWriteError>| r.expect("writing MessagePack to a Vec");
@@ -98,7 +98,7 @@ pub(super) fn write<'a>(
 
 /// Bytes a page's reply takes: per line its strings and ~200 bytes of field
 /// names, headers and origin as maps, ~60 as arrays.
-pub(super) fn capacity(text_bytes: usize, lines: usize, layout: Layout) -> usize {
+fn capacity(text_bytes: usize, lines: usize, layout: Layout) -> usize {
     let per_line = match layout {
         Layout::Maps => 200,
         Layout::Arrays => 60,

@@ -427,7 +427,7 @@ impl Response {
                         .map(|o| o.as_ref().map(|o| (o.publisher_id.as_str(), o.seq))),
                     page.next,
                     Layout::Maps,
-                    logs::capacity(text, page.lines.len(), Layout::Maps),
+                    text,
                 )
             }
             _ => rmp_serde::encode::to_vec_named(self).expect("a Response always serializes"),
@@ -448,7 +448,7 @@ impl Response {
             lines.iter().map(|l| l.origin),
             next,
             layout,
-            logs::capacity(text, lines.len(), layout),
+            text,
         )
     }
 
