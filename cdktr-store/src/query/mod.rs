@@ -25,12 +25,10 @@ use crate::store::{chrono_now_ms, Store};
 /// `seq` and `line_id`, last, for the origins and the page cursor.
 fn compile(q: &LogQuery, now_ms: i64, archive: &ArchiveState, hot: Option<Range<u64>>) -> Result<(String, Vec<Value>)> {
     let (start, end, limit) = q.resolve(now_ms)?;
-    let (source, mut params) = source(archive, start, end, hot);
-    let (filters, filter_params) = where_clause(q, start, end)?;
-    params.extend(filter_params);
+    let (matched, mut params) = matching(q, start, end, archive, hot)?;
     let mut sql = format!(
         "SELECT workflow_id, workflow_name, workflow_instance_id, task_name, task_instance_id, \
-         timestamp_ms, level, payload, publisher_key, seq, line_id FROM {source} WHERE {filters}"
+         timestamp_ms, level, payload, publisher_key, seq, line_id FROM {matched}"
     );
     let (cmp, dir) = match q.order {
         Order::OldestFirst => (">", "ASC"),
@@ -51,6 +49,21 @@ fn compile(q: &LogQuery, now_ms: i64, archive: &ArchiveState, hot: Option<Range<
     sql.push_str(&format!(" ORDER BY timestamp_ms {dir}, line_id {dir} LIMIT ?"));
     params.push(Value::UBigInt(limit as u64));
     Ok((sql, params))
+}
+
+/// `<source> WHERE <filters>`: the lines `q` matches, stamped in
+/// `[start, end)`, read from [`source`]; and the parameters of that SQL.
+fn matching(
+    q: &LogQuery,
+    start: i64,
+    end: Option<i64>,
+    archive: &ArchiveState,
+    hot: Option<Range<u64>>,
+) -> Result<(String, Vec<Value>)> {
+    let (source, mut params) = source(archive, start, end, hot);
+    let (filters, filter_params) = where_clause(q, start, end)?;
+    params.extend(filter_params);
+    Ok((format!("{source} WHERE {filters}"), params))
 }
 
 /// The lines a query reads, and the parameters of that SQL: with `hot`,
@@ -123,10 +136,8 @@ fn compile_count(
     hot: Option<Range<u64>>,
 ) -> Result<(String, Vec<Value>)> {
     let (start, end, _) = q.resolve(now_ms).map_err(|e| Error::InvalidQuery(e.to_string()))?;
-    let (source, mut params) = source(archive, start, end, hot);
-    let (filters, filter_params) = where_clause(q, start, end)?;
-    params.extend(filter_params);
-    Ok((format!("SELECT count(*) FROM {source} WHERE {filters}"), params))
+    let (matched, params) = matching(q, start, end, archive, hot)?;
+    Ok((format!("SELECT count(*) FROM {matched}"), params))
 }
 
 impl Store {
@@ -178,12 +189,9 @@ impl Store {
         let op = "reading a snapshot";
         let marks: Vec<(u32, u64)> = {
             let conn = self.conn();
-            let (source, mut params) = source(&archive, start, end, instance_lines(&conn, &q)?);
-            let (filters, filter_params) = where_clause(&q, start, end)?;
-            params.extend(filter_params);
+            let (matched, params) = matching(&q, start, end, &archive, instance_lines(&conn, &q)?)?;
             let sql = format!(
-                "SELECT publisher_key, max(seq) FROM {source} WHERE {filters} AND publisher_key IS NOT NULL \
-                 GROUP BY publisher_key"
+                "SELECT publisher_key, max(seq) FROM {matched} AND publisher_key IS NOT NULL GROUP BY publisher_key"
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(Error::db(op))?;
             let rows = stmt
