@@ -108,6 +108,23 @@ pub struct LogPage {
 }
 
 impl LogPage {
+    /// The page of `lines`, owned: each line's strings copied, and its
+    /// origin.
+    pub fn from_lines<'a>(lines: impl IntoIterator<Item = PageLine<'a>>, next: Option<Cursor>) -> LogPage {
+        let lines = lines.into_iter();
+        let n = lines.size_hint().0;
+        let (mut owned, mut origins) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for l in lines {
+            owned.push(l.message.to_message());
+            origins.push(l.to_origin());
+        }
+        LogPage {
+            lines: owned,
+            origins,
+            next,
+        }
+    }
+
     /// Its lines, each with its origin, borrowed.
     pub fn lines_with_origins(&self) -> Vec<PageLine<'_>> {
         PageLine::zip(

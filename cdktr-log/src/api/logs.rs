@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::{Layout, Response};
 use crate::error::{Error, Result};
 use crate::message::MessageRef;
-use crate::query::{Cursor, LogPage, Origin, PageLine};
+use crate::query::{Cursor, LogPage, PageLine};
 
 /// Writes `{"reply": "Logs", "lines": [...], "origins": [...], "next": ...}`,
 /// each line and origin a map or an array as `layout` says; `text_bytes`
@@ -106,35 +106,35 @@ fn capacity(text_bytes: usize, lines: usize, layout: Layout) -> usize {
     text_bytes + per_line * lines + 64
 }
 
-/// Reads a `Logs` reply whose tag comes first, as [`write`] puts it,
-/// straight into its struct: serde reads an internally tagged enum through
-/// a buffered copy of every value, which was most of a client's decoding
-/// time (issue 15). `None` for any other reply, or a tag elsewhere: those
-/// take the general path, and both accept the same bytes.
+/// Reads a `Logs` reply whose tag comes first, as [`write`] puts it:
+/// [`read_in_place`], then the lines owned. serde reads an internally
+/// tagged enum through a buffered copy of every value, which was most of a
+/// client's decoding time (issue 15). `None` for any other reply, or a tag
+/// elsewhere: those take the general path, and both accept the same bytes.
 pub(super) fn read(bytes: &[u8]) -> Option<Result<Response>> {
-    if !tag_first(bytes) {
-        return None;
+    let page = read_in_place(bytes)?;
+    Some(page.map(|(lines, next)| Response::Logs(LogPage::from_lines(lines, next))))
+}
+
+/// A page the general path decoded, held to what the fast one reads: one
+/// origin per line, each `None` when the reply had none (a principal
+/// before schema version 3).
+pub(super) fn checked(mut page: LogPage) -> Result<LogPage> {
+    if page.origins.is_empty() {
+        page.origins = vec![None; page.lines.len()];
     }
-    #[derive(Deserialize)]
-    struct LogsReply {
-        #[serde(rename = "reply")]
-        _reply: serde::de::IgnoredAny,
-        lines: Vec<crate::LogMessage>,
-        #[serde(default)]
-        origins: Vec<Option<Origin>>,
-        next: Option<Cursor>,
+    origins_match(page.lines.len(), page.origins.len())?;
+    Ok(page)
+}
+
+/// An error unless a page's origins, if it sent any, are one per line.
+fn origins_match(lines: usize, origins: usize) -> Result<()> {
+    if origins != 0 && origins != lines {
+        return Err(Error::Reply(format!(
+            "a Logs reply with {lines} lines and {origins} origins"
+        )));
     }
-    Some(
-        rmp_serde::from_slice(bytes)
-            .map(|r: LogsReply| {
-                Response::Logs(LogPage {
-                    lines: r.lines,
-                    origins: r.origins,
-                    next: r.next,
-                })
-            })
-            .map_err(|e| Error::Reply(e.to_string())),
-    )
+    Ok(())
 }
 
 /// Whether `bytes` are a map whose first entry is `"reply": "Logs"`.
@@ -171,14 +171,13 @@ pub(super) fn read_in_place(bytes: &[u8]) -> Option<Result<(Vec<PageLine<'_>>, O
         origins: Vec<Option<OriginRef<'a>>>,
         next: Option<Cursor>,
     }
-    Some(
-        rmp_serde::from_slice(bytes)
-            .map(|r: LogsReply<'_>| {
-                let origins = r.origins.iter().map(|o| o.as_ref().map(|o| (o.publisher_id, o.seq)));
-                (PageLine::zip(r.lines, origins), r.next)
-            })
-            .map_err(|e| Error::Reply(e.to_string())),
-    )
+    let read = || -> Result<_> {
+        let r: LogsReply<'_> = rmp_serde::from_slice(bytes).map_err(|e| Error::Reply(e.to_string()))?;
+        origins_match(r.lines.len(), r.origins.len())?;
+        let origins = r.origins.iter().map(|o| o.as_ref().map(|o| (o.publisher_id, o.seq)));
+        Ok((PageLine::zip(r.lines, origins), r.next))
+    };
+    Some(read())
 }
 
 /// Hands the lines of a `QueryLogs` reply to `read`, borrowed from

@@ -457,7 +457,12 @@ impl Response {
     /// # Errors
     /// [`Error::Reply`] for bytes that are not a reply.
     pub fn from_bytes(bytes: &[u8]) -> Result<Response> {
-        logs::read(bytes).unwrap_or_else(|| rmp_serde::from_slice(bytes).map_err(|e| Error::Reply(e.to_string())))
+        logs::read(bytes).unwrap_or_else(|| {
+            match rmp_serde::from_slice(bytes).map_err(|e| Error::Reply(e.to_string()))? {
+                Response::Logs(page) => logs::checked(page).map(Response::Logs),
+                other => Ok(other),
+            }
+        })
     }
 
     /// The variant's name, as `"reply"` gives it on the wire.

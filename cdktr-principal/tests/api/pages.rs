@@ -7,6 +7,15 @@ use cdktr_store::{Persister, PersisterConfig, Store};
 
 use super::*;
 
+/// A principal on a file holding [`stored`]'s lines, and its directory.
+fn principal_with_history() -> (tempfile::TempDir, Running) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    stored(&db);
+    let p = start(&db, &[]);
+    (dir, p)
+}
+
 /// 2,500 lines of 13 instances from two publishers, stored in `db`.
 fn stored(db: &Path) {
     let store = Store::open(db).unwrap();
@@ -32,10 +41,7 @@ fn stored(db: &Path) {
 
 #[test]
 fn a_page_read_in_place_has_the_lines_origins_and_cursor_of_the_owned_page() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    stored(&db);
-    let p = start(&db, &[]);
+    let (_dir, p) = principal_with_history();
     let mut api = p.client();
     let all = LogQuery {
         start_ms: Some(0),
@@ -57,11 +63,7 @@ fn a_page_read_in_place_has_the_lines_origins_and_cursor_of_the_owned_page() {
         let owned = api.query_logs(&q).unwrap();
         assert!(!owned.lines.is_empty() && owned.origins.iter().all(Option::is_some));
         let read = api
-            .read_logs(&q, |lines, next| LogPage {
-                lines: lines.iter().map(|l| l.message.to_message()).collect(),
-                origins: lines.iter().map(|l| l.to_origin()).collect(),
-                next,
-            })
+            .read_logs(&q, |lines, next| LogPage::from_lines(lines.iter().copied(), next))
             .unwrap();
         assert_eq!(read, owned, "{q:?}");
     }
@@ -81,10 +83,7 @@ fn a_page_read_in_place_has_the_lines_origins_and_cursor_of_the_owned_page() {
 
 #[test]
 fn cli_query_prints_every_page_of_a_long_history_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    stored(&db);
-    let p = start(&db, &[]);
+    let (_dir, p) = principal_with_history();
     let want: Vec<String> = (0..2_500).map(|i| format!("stored {i} é 🚀")).collect();
     assert_eq!(
         json_payloads(&p.cli(&["query", "--since", "3000d", "-o", "json"])),
@@ -97,10 +96,7 @@ fn cli_query_prints_every_page_of_a_long_history_in_order() {
 
 #[test]
 fn a_page_asked_for_as_arrays_holds_what_the_same_page_as_maps_holds_in_fewer_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    stored(&db);
-    let p = start(&db, &[]);
+    let (_dir, p) = principal_with_history();
     let ctx = zmq::Context::new();
     let req = ctx.socket(zmq::REQ).unwrap();
     req.set_rcvtimeo(WAIT.as_millis() as i32).unwrap();

@@ -90,16 +90,7 @@ impl StoredPage {
 
     /// The page with owned lines.
     pub fn to_page(&self) -> LogPage {
-        let (mut lines, mut origins) = (Vec::with_capacity(self.len), Vec::with_capacity(self.len));
-        for l in self.lines() {
-            lines.push(l.message.to_message());
-            origins.push(l.to_origin());
-        }
-        LogPage {
-            lines,
-            origins,
-            next: self.next,
-        }
+        LogPage::from_lines(self.lines(), self.next)
     }
 }
 

@@ -179,11 +179,7 @@ fn a_logs_reply_written_from_borrowed_rows_is_the_derived_encoding_byte_for_byte
 
 /// The page `read_logs` hands out, owned again.
 fn page_read_in_place(bytes: &[u8]) -> crate::Result<LogPage> {
-    logs::with_page(bytes, |lines, next| LogPage {
-        lines: lines.iter().map(|l| l.message.to_message()).collect(),
-        origins: lines.iter().map(|l| l.to_origin()).collect(),
-        next,
-    })
+    logs::with_page(bytes, |lines, next| LogPage::from_lines(lines.iter().copied(), next))
 }
 
 #[test]
@@ -207,6 +203,48 @@ fn a_logs_reply_in_another_layout_is_read_in_place_as_the_decoder_reads_it() {
     assert_eq!(got.lines, decoded.lines);
     assert_eq!(got.next, decoded.next);
     assert_eq!(got.origins, [None, None]);
+}
+
+#[test]
+fn a_logs_reply_has_an_origin_per_line_or_none_on_every_path_and_any_other_count_is_refused() {
+    let origin = json!({"publisher_id": "p", "seq": 9});
+    // Tag first (as the principal writes it) and last (the general path).
+    let first = |origins: Vec<Option<crate::query::Origin>>| {
+        Response::Logs(LogPage {
+            lines: vec![line(), line()],
+            origins,
+            next: None,
+        })
+        .to_bytes()
+    };
+    let last = |origins: Option<serde_json::Value>| {
+        let mut reply = json!({"lines": [line(), line()], "next": null, "reply": "Logs"});
+        if let Some(origins) = origins {
+            reply["origins"] = origins;
+        }
+        bytes(reply)
+    };
+    // None sent (a principal before schema version 3): no origin for each line.
+    for none in [first(vec![]), last(None), last(Some(json!([])))] {
+        let Response::Logs(page) = Response::from_bytes(&none).unwrap() else {
+            panic!("not a page")
+        };
+        assert_eq!(page.origins, [None, None]);
+        assert_eq!(page_read_in_place(&none).unwrap(), page);
+    }
+    let one = Some(crate::query::Origin {
+        publisher_id: "p".into(),
+        seq: 9,
+    });
+    for (what, wrong) in [
+        ("1 origin first", first(vec![one.clone()])),
+        ("3 origins first", first(vec![one.clone(), None, one])),
+        ("1 origin last", last(Some(json!([origin])))),
+        ("3 origins last", last(Some(json!([origin, null, origin])))),
+    ] {
+        assert!(matches!(Response::from_bytes(&wrong), Err(Error::Reply(_))), "{what}");
+        assert!(matches!(page_read_in_place(&wrong), Err(Error::Reply(_))), "{what}");
+    }
 }
 
 #[test]
