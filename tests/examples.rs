@@ -24,6 +24,35 @@ fn succeeds(command: &mut Command) -> String {
     stdout
 }
 
+/// A principal in this process on free ports, with an in-memory database.
+fn principal() -> cdktr_principal::Principal {
+    cdktr_principal::Principal::builder()
+        .bus(cdktr_logs::BusConfig {
+            host: "127.0.0.1".into(),
+            listening_port: 0,
+            publishing_port: 0,
+        })
+        .api(cdktr_logs::ApiConfig {
+            host: "127.0.0.1".into(),
+            port: 0,
+        })
+        .database(cdktr_logs::store::Location::Memory)
+        .flush_interval(std::time::Duration::from_millis(100))
+        .start()
+        .unwrap()
+}
+
+/// The load generator, pointed at `principal`.
+fn loadgen(principal: &cdktr_principal::Principal) -> Command {
+    let bus = principal.bus().config();
+    let mut command = Command::new(example("loadgen"));
+    command
+        .env("CDKTR_LOGS_LISTENING_PORT", bus.listening_port.to_string())
+        .env("CDKTR_LOGS_PUBLISHING_PORT", bus.publishing_port.to_string())
+        .env("CDKTR_PRINCIPAL_PORT", principal.api_config().port.to_string());
+    command
+}
+
 #[test]
 fn pubsub_runs_and_reports_every_line() {
     let stdout = succeeds(&mut Command::new(example("pubsub")));
@@ -40,28 +69,9 @@ fn pubsub_runs_and_reports_every_line() {
 
 #[test]
 fn loadgen_runs_against_a_principal_and_counts_what_is_stored() {
-    let principal = cdktr_principal::Principal::builder()
-        .bus(cdktr_logs::BusConfig {
-            host: "127.0.0.1".into(),
-            listening_port: 0,
-            publishing_port: 0,
-        })
-        .api(cdktr_logs::ApiConfig {
-            host: "127.0.0.1".into(),
-            port: 0,
-        })
-        .database(cdktr_logs::store::Location::Memory)
-        .flush_interval(std::time::Duration::from_millis(100))
-        .start()
-        .unwrap();
-    let bus = principal.bus().config().clone();
-    let stdout = succeeds(
-        Command::new(example("loadgen"))
-            .args(["--publishers", "2", "--messages", "3000", "--rate", "20000", "--json"])
-            .env("CDKTR_LOGS_LISTENING_PORT", bus.listening_port.to_string())
-            .env("CDKTR_LOGS_PUBLISHING_PORT", bus.publishing_port.to_string())
-            .env("CDKTR_PRINCIPAL_PORT", principal.api_config().port.to_string()),
-    );
+    let principal = principal();
+    let stdout =
+        succeeds(loadgen(&principal).args(["--publishers", "2", "--messages", "3000", "--rate", "20000", "--json"]));
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
     assert_eq!(
         (v["sent"].as_u64(), v["stored"].as_u64()),
@@ -74,6 +84,60 @@ fn loadgen_runs_against_a_principal_and_counts_what_is_stored() {
     assert!(v["principal_cpu_seconds"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["lines_per_principal_core_s"].as_f64().unwrap() > 0.0, "{v}");
     assert!(v["payload_mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    principal.shutdown().unwrap();
+}
+
+#[test]
+fn loadgen_with_two_publisher_counts_alternates_them_each_round_and_reports_medians() {
+    let principal = principal();
+    let stdout = succeeds(
+        loadgen(&principal)
+            .args(["--publishers", "1,3", "--rounds", "3", "--messages", "600"])
+            .args(["--no-subscriber", "--json"]),
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let runs = v["runs"].as_array().expect("runs");
+    // Round by round, the order turning: 1 3 | 3 1 | 1 3.
+    let order: Vec<u64> = runs.iter().map(|r| r["publishers"].as_u64().unwrap()).collect();
+    assert_eq!(order, [1, 3, 3, 1, 1, 3], "{v}");
+    for r in runs {
+        assert_eq!(
+            (r["sent"].as_u64(), r["stored"].as_u64()),
+            (Some(600), Some(600)),
+            "{r}"
+        );
+    }
+    let ids: std::collections::HashSet<_> = runs.iter().map(|r| r["workflow_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 6, "each run writes its own workflow: {v}");
+    let summary = v["summary"].as_array().expect("summary");
+    let rates = |i: usize| -> Vec<f64> {
+        let p = summary[i]["publishers"].as_u64().unwrap();
+        runs.iter()
+            .filter(|r| r["publishers"].as_u64() == Some(p))
+            .map(|r| r["sustained_per_s"].as_f64().unwrap())
+            .collect()
+    };
+    for (i, count) in summary.iter().enumerate() {
+        let mut sorted = rates(i);
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!(count["median_per_s"].as_f64(), Some(sorted[1]), "{v}");
+    }
+    assert_eq!(summary[0]["median_ratio_to_first"].as_f64(), Some(1.0), "{v}");
+    // Each round's ratio is of the two runs of that round.
+    let (first, second) = (rates(0), rates(1));
+    let ratios: Vec<f64> = summary[1]["ratios_to_first"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let expected: Vec<f64> = second.iter().zip(&first).map(|(b, a)| b / a).collect();
+    // serde_json parses floats to within an ulp, not exactly.
+    let same = |a: &f64, b: &f64| (a - b).abs() <= 1e-12 * b.abs();
+    assert!(
+        ratios.len() == 3 && ratios.iter().zip(&expected).all(|(a, b)| same(a, b)),
+        "{ratios:?} {expected:?}"
+    );
     principal.shutdown().unwrap();
 }
 

@@ -1,23 +1,5 @@
-//! Load generator: publishers against a running principal, at a rate or
-//! flat out, and what came of it.
-//!
-//! ```text
-//! cargo run --release -p cdktr-principal -- --db /tmp/load.db &
-//! cargo run --release --example loadgen -- --publishers 4 --duration 10s
-//! cargo run --release --example loadgen -- --rate 10000 --duration 10s --json
-//! ```
-//!
-//! It reports messages sent, messages stored (counted in the database
-//! through the API's CountLogs, not assumed), the sustained rate (stored
-//! lines over the time from the first publish to the last line persisted),
-//! end-to-end latency percentiles (publish to a live subscriber, measured
-//! in this process), and the principal's peak RSS. Publishers use
-//! acknowledged delivery unless `--best-effort`. The principal is found
-//! through the usual variables (`CDKTR_PRINCIPAL_HOST`,
-//! `CDKTR_PRINCIPAL_PORT`, `CDKTR_LOGS_LISTENING_PORT`,
-//! `CDKTR_LOGS_PUBLISHING_PORT`), with CURVE when `CDKTR_CURVE_SECRET_KEY`
-//! and `CDKTR_CURVE_SERVER_KEY` are set (an `admin` key: it publishes,
-//! subscribes and reads the counters).
+//! One run of the load generator: its publishers, the live subscriber,
+//! and what the principal reports afterwards.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
@@ -27,158 +9,83 @@ use std::time::{Duration, Instant};
 
 use cdktr_logs::bus::curve::ClientKeys;
 use cdktr_logs::{ApiClient, ApiConfig, BusConfig, Level, LogMessage, LogPublisher, LogQuery, LogSubscriber};
-use clap::{value_parser, Arg, ArgAction, Command};
 
-fn cli() -> Command {
-    Command::new("loadgen")
-        .about("Publishes log lines to a running principal and reports what came of it")
-        .arg(
-            Arg::new("publishers")
-                .long("publishers")
-                .short('p')
-                .value_parser(value_parser!(u64).range(1..=256))
-                .default_value("4")
-                .help("Publisher threads"),
-        )
-        .arg(
-            Arg::new("rate")
-                .long("rate")
-                .value_parser(value_parser!(u64))
-                .default_value("0")
-                .help("Lines per second in all; 0 for flat out"),
-        )
-        .arg(
-            Arg::new("duration")
-                .long("duration")
-                .value_parser(parse_secs)
-                .default_value("10s")
-                .help("How long to publish (e.g. 500ms, 10s, 2m)"),
-        )
-        .arg(
-            Arg::new("workflow")
-                .long("workflow")
-                .help("The workflow id (default loadgen-<ms>); publisher N writes instance <workflow>-N"),
-        )
-        .arg(
-            Arg::new("instances")
-                .long("instances")
-                .value_parser(value_parser!(u64).range(1..=100_000))
-                .default_value("1")
-                .help("Instances each publisher writes, a line to each in turn (more than 1: <workflow>-N-K)"),
-        )
-        .arg(
-            Arg::new("messages")
-                .long("messages")
-                .value_parser(value_parser!(u64).range(1..))
-                .help("Stop after this many lines in all, instead of after --duration"),
-        )
-        .arg(
-            Arg::new("payload-bytes")
-                .long("payload-bytes")
-                .value_parser(value_parser!(u64).range(16..=1_000_000))
-                .default_value("100")
-                .help("Payload size of each line"),
-        )
-        .arg(
-            Arg::new("best-effort")
-                .long("best-effort")
-                .action(ArgAction::SetTrue)
-                .help("Publish without acknowledged delivery"),
-        )
-        .arg(
-            Arg::new("no-subscriber")
-                .long("no-subscriber")
-                .action(ArgAction::SetTrue)
-                .help("Measure ingest only: no live subscriber, no latency"),
-        )
-        .arg(
-            Arg::new("json")
-                .long("json")
-                .action(ArgAction::SetTrue)
-                .help("Print the summary as one JSON object"),
-        )
-}
-
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected e.g. 500ms, 10s, 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?}: expected e.g. 500ms, 10s, 2m")),
-    }
-}
+use crate::Plan;
 
 /// How far ahead of its time a line may be published at a set rate.
 const PACE: Duration = Duration::from_millis(1);
 
-struct Plan {
-    publishers: usize,
-    rate: u64,
-    duration: Duration,
-    messages: Option<u64>,
-    payload: usize,
-    instances: usize,
-    acknowledged: bool,
+/// The principal a run publishes to.
+pub struct Target {
+    pub bus: BusConfig,
+    pub api_config: ApiConfig,
+    pub keys: Option<ClientKeys>,
+    pub api: ApiClient,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let m = cli().get_matches();
-    let plan = Plan {
-        publishers: *m.get_one::<u64>("publishers").unwrap() as usize,
-        rate: *m.get_one::<u64>("rate").unwrap(),
-        duration: *m.get_one::<Duration>("duration").unwrap(),
-        messages: m.get_one::<u64>("messages").copied(),
-        payload: *m.get_one::<u64>("payload-bytes").unwrap() as usize,
-        instances: *m.get_one::<u64>("instances").unwrap() as usize,
-        acknowledged: !m.get_flag("best-effort"),
-    };
-    let bus = BusConfig::from_env()?;
-    let api_config = ApiConfig::from_env()?;
-    let keys = ClientKeys::from_env()?;
-    let mut api = ApiClient::connect_with(&api_config, keys.as_ref())?;
-    api.ping()
-        .map_err(|e| format!("no principal at {}: {e}", api_config.endpoint()))?;
-    let workflow_id = m
-        .get_one::<String>("workflow")
-        .cloned()
-        .unwrap_or_else(|| format!("loadgen-{}", cdktr_logs::bus::message::now_ms()));
+/// What came of one run.
+pub struct Report {
+    pub workflow_id: String,
+    pub publishers: usize,
+    pub sent: u64,
+    pub stored: u64,
+    pub dropped: u64,
+    pub seconds: f64,
+    /// Stored lines per second, from the first publish to the last line
+    /// persisted.
+    pub sustained_per_s: f64,
+    /// Publish-to-subscriber latency in microseconds, sorted.
+    latencies_us: Vec<u32>,
+    payload: usize,
+    rate: u64,
+    acknowledged: bool,
+    curve: bool,
+    principal_peak_rss_bytes: u64,
+    principal_cpu_seconds: f64,
+    principal_rss_per_connection_bytes: u64,
+    store_waited_ms: u64,
+    slowest_write_ms: u64,
+}
 
+type Error = Box<dyn std::error::Error>;
+
+/// Publishes `plan` from `publishers` threads under `workflow_id` and
+/// counts what the principal stored of it.
+pub fn run(plan: &Plan, publishers: usize, to: &mut Target, workflow_id: String) -> Result<Report, Error> {
     // The live subscriber, for end-to-end latency.
     let t0 = Instant::now();
     let stop_sub = Arc::new(AtomicBool::new(false));
-    let (subscriber, probes) = if m.get_flag("no-subscriber") {
+    let (subscriber, probes) = if plan.no_subscriber {
         (None, 0)
     } else {
-        let (s, p) = subscribe(&bus, keys.as_ref(), &workflow_id, t0, stop_sub.clone())?;
+        let (s, p) = subscribe(&to.bus, to.keys.as_ref(), &workflow_id, t0, stop_sub.clone())?;
         (Some(s), p)
     };
 
     let sent = Arc::new(AtomicU64::new(0));
-    let before = api.stats()?;
+    let before = to.api.stats()?;
     // Every publisher connects, then all start together: the principal's
     // memory in between is what the connections cost.
-    let connected = Arc::new(Barrier::new(plan.publishers + 1));
-    let go = Arc::new(Barrier::new(plan.publishers + 1));
-    let threads: Vec<_> = (0..plan.publishers)
+    let connected = Arc::new(Barrier::new(publishers + 1));
+    let go = Arc::new(Barrier::new(publishers + 1));
+    let threads: Vec<_> = (0..publishers)
         .map(|p| {
             let (bus, api_config, workflow_id, sent, keys) = (
-                bus.clone(),
-                api_config.clone(),
+                to.bus.clone(),
+                to.api_config.clone(),
                 workflow_id.clone(),
                 sent.clone(),
-                keys.clone(),
+                to.keys.clone(),
             );
             let (connected, go) = (connected.clone(), go.clone());
-            let per_publisher_rate = plan.rate as f64 / plan.publishers as f64;
+            let per_publisher_rate = plan.rate as f64 / publishers as f64;
             let quota = plan
                 .messages
-                .map(|n| n / plan.publishers as u64 + u64::from((p as u64) < n % plan.publishers as u64));
+                .map(|n| n / publishers as u64 + u64::from((p as u64) < n % publishers as u64));
             let (payload, acknowledged, duration) = (plan.payload, plan.acknowledged, plan.duration);
             let instances = plan.instances;
             std::thread::spawn(
-                move || -> Result<cdktr_logs::bus::PublisherStats, cdktr_logs::bus::Error> {
+                move || -> Result<(cdktr_logs::bus::PublisherStats, Instant), cdktr_logs::bus::Error> {
                     let mut builder = LogPublisher::builder(&bus).shutdown_timeout(Duration::from_secs(600));
                     if let Some(keys) = keys {
                         builder = builder.curve(keys);
@@ -238,13 +145,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         i += 1;
                     }
                     publisher.wait_persisted(Duration::from_secs(600))?;
-                    publisher.shutdown()
+                    let persisted = Instant::now();
+                    Ok((publisher.shutdown()?, persisted))
                 },
             )
         })
         .collect();
     connected.wait();
-    let rss_connected = connections_settled(&mut api, before.connections + plan.publishers as u64)?;
+    let rss_connected = connections_settled(&mut to.api, before.connections + publishers as u64)?;
     let start = Instant::now();
     go.wait();
 
@@ -255,7 +163,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if progress && last.0.elapsed() >= Duration::from_secs(1) {
             let (n, s) = (
                 sent.load(Relaxed),
-                api.stats().map(|s| s.persisted - before.persisted).unwrap_or(0),
+                to.api.stats().map(|s| s.persisted - before.persisted).unwrap_or(0),
             );
             let rate = (n - last.1) as f64 / last.0.elapsed().as_secs_f64();
             eprint!("\r  sent {n} ({rate:.0}/s), persisted {s}          ");
@@ -266,12 +174,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if progress {
         eprintln!();
     }
-    let mut dropped = 0;
+    let (mut dropped, mut last_persisted) = (0, start);
     for t in threads {
-        let stats = t.join().expect("publisher thread")?;
+        let (stats, persisted) = t.join().expect("publisher thread")?;
         dropped += stats.dropped;
+        last_persisted = last_persisted.max(persisted);
     }
-    let took = start.elapsed();
+    // To the last line persisted, not to when this thread noticed.
+    let took = last_persisted - start;
     // Let the last lines reach the subscriber.
     std::thread::sleep(Duration::from_millis(200));
     stop_sub.store(true, Relaxed);
@@ -281,67 +191,112 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     latencies.sort_unstable();
 
     let sent = sent.load(Relaxed);
-    let stored = api.count_logs(&LogQuery {
+    let stored = to.api.count_logs(&LogQuery {
         start_ms: Some(0),
         workflow_id: Some(workflow_id.clone()),
         ..LogQuery::default()
     })? - probes;
-    let stats = api.stats()?;
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
+    let stats = to.api.stats()?;
+    let cpu_s = stats.cpu_ms.saturating_sub(before.cpu_ms) as f64 / 1000.0;
+    Ok(Report {
+        sustained_per_s: stored as f64 / took.as_secs_f64(),
+        workflow_id,
+        publishers,
+        sent,
+        stored,
+        dropped,
+        seconds: took.as_secs_f64(),
+        latencies_us: latencies,
+        payload: plan.payload,
+        rate: plan.rate,
+        acknowledged: plan.acknowledged,
+        curve: to.keys.is_some(),
+        principal_peak_rss_bytes: stats.peak_rss_bytes,
+        principal_cpu_seconds: cpu_s,
+        principal_rss_per_connection_bytes: rss_connected.saturating_sub(before.rss_bytes) / publishers as u64,
+        store_waited_ms: stats.store_waited_ms.saturating_sub(before.store_waited_ms),
+        slowest_write_ms: stats.slowest_write_ms,
+    })
+}
+
+impl Report {
+    /// The latency percentile `p` in ms; NaN without samples.
+    fn latency_ms(&self, p: f64) -> f64 {
+        let l = &self.latencies_us;
+        if l.is_empty() {
             return f64::NAN;
         }
-        let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[i] as f64 / 1000.0
-    };
-    let rate = stored as f64 / took.as_secs_f64();
-    let payload_mb_s = rate * plan.payload as f64 / 1e6;
-    let cpu_s = stats.cpu_ms.saturating_sub(before.cpu_ms) as f64 / 1000.0;
-    let per_connection = rss_connected.saturating_sub(before.rss_bytes) / plan.publishers as u64;
-    if m.get_flag("json") {
-        let v = serde_json::json!({
-            "workflow_id": workflow_id, "publishers": plan.publishers, "target_rate": plan.rate,
-            "acknowledged": plan.acknowledged, "payload_bytes": plan.payload, "curve": keys.is_some(),
-            "sent": sent, "stored": stored, "dropped": dropped, "seconds": took.as_secs_f64(),
-            "sustained_per_s": rate, "latency_samples": latencies.len(),
-            "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "p999": pct(0.999),
-                           "max": latencies.last().map_or(f64::NAN, |&l| l as f64 / 1000.0)},
-            "payload_mb_per_s": payload_mb_s,
-            "principal_peak_rss_bytes": stats.peak_rss_bytes,
+        let i = ((l.len() as f64 * p).ceil() as usize).clamp(1, l.len()) - 1;
+        l[i] as f64 / 1000.0
+    }
+
+    fn payload_mb_per_s(&self) -> f64 {
+        self.sustained_per_s * self.payload as f64 / 1e6
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let cpu_s = self.principal_cpu_seconds;
+        serde_json::json!({
+            "workflow_id": self.workflow_id, "publishers": self.publishers, "target_rate": self.rate,
+            "acknowledged": self.acknowledged, "payload_bytes": self.payload, "curve": self.curve,
+            "sent": self.sent, "stored": self.stored, "dropped": self.dropped, "seconds": self.seconds,
+            "sustained_per_s": self.sustained_per_s, "latency_samples": self.latencies_us.len(),
+            "latency_ms": {"p50": self.latency_ms(0.50), "p90": self.latency_ms(0.90),
+                           "p99": self.latency_ms(0.99), "p999": self.latency_ms(0.999),
+                           "max": self.latencies_us.last().map_or(f64::NAN, |&l| l as f64 / 1000.0)},
+            "payload_mb_per_s": self.payload_mb_per_s(),
+            "principal_peak_rss_bytes": self.principal_peak_rss_bytes,
             "principal_cpu_seconds": cpu_s,
-            "principal_cores_used": cpu_s / took.as_secs_f64(),
-            "lines_per_principal_core_s": if cpu_s > 0.0 { stored as f64 / cpu_s } else { f64::NAN },
-            "principal_rss_per_connection_bytes": per_connection,
-            "store_waited_ms": stats.store_waited_ms.saturating_sub(before.store_waited_ms),
-            "slowest_write_ms": stats.slowest_write_ms,
-        });
-        println!("{v}");
-    } else {
-        println!(
-            "{} publishers{}: sent {sent}, stored {stored}, dropped {dropped}, {rate:.0} msgs/s sustained over {:.2}s; \
-             {payload_mb_s:.1} MB/s of payload; latency p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms ({} samples); \
+            "principal_cores_used": cpu_s / self.seconds,
+            "lines_per_principal_core_s": if cpu_s > 0.0 { self.stored as f64 / cpu_s } else { f64::NAN },
+            "principal_rss_per_connection_bytes": self.principal_rss_per_connection_bytes,
+            "store_waited_ms": self.store_waited_ms,
+            "slowest_write_ms": self.slowest_write_ms,
+        })
+    }
+
+    pub fn text(&self) -> String {
+        let cpu_s = self.principal_cpu_seconds;
+        format!(
+            "{} publishers{}: sent {}, stored {}, dropped {}, {:.0} msgs/s sustained over {:.2}s; \
+             {:.1} MB/s of payload; latency p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms ({} samples); \
              principal: peak RSS {} MiB, {:.2} cores, {:.0} lines/s per core, {} KiB per connection",
-            plan.publishers,
-            if plan.acknowledged { " (acknowledged)" } else { " (best effort)" },
-            took.as_secs_f64(),
-            pct(0.5),
-            pct(0.99),
-            pct(0.999),
-            latencies.len(),
-            stats.peak_rss_bytes >> 20,
-            cpu_s / took.as_secs_f64(),
-            stored as f64 / cpu_s,
-            per_connection >> 10
-        );
-    }
-    if stored != sent {
-        return Err(format!(
-            "{} of {sent} lines are not in the database",
-            sent.saturating_sub(stored)
+            self.publishers,
+            if self.acknowledged {
+                " (acknowledged)"
+            } else {
+                " (best effort)"
+            },
+            self.sent,
+            self.stored,
+            self.dropped,
+            self.sustained_per_s,
+            self.seconds,
+            self.payload_mb_per_s(),
+            self.latency_ms(0.5),
+            self.latency_ms(0.99),
+            self.latency_ms(0.999),
+            self.latencies_us.len(),
+            self.principal_peak_rss_bytes >> 20,
+            cpu_s / self.seconds,
+            self.stored as f64 / cpu_s,
+            self.principal_rss_per_connection_bytes >> 10
         )
-        .into());
     }
-    Ok(())
+
+    /// Fails unless every line sent is in the database.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.stored != self.sent {
+            return Err(format!(
+                "{} of {} lines are not in the database ({})",
+                self.sent.saturating_sub(self.stored),
+                self.sent,
+                self.workflow_id
+            )
+            .into());
+        }
+        Ok(())
+    }
 }
 
 /// Waits (at most 10 s) until the principal counts `n` connections to its
