@@ -20,7 +20,9 @@
 //! its rows read in place with `Store::read_page`, the reply's bytes);
 //! `decode` is the client reading the reply; `api, maps` is `api` with the
 //! reply's lines as maps (a client that names no layout); `api, in place`
-//! is `api` with the page read where it arrived (`ApiClient::read_logs`).
+//! is `api` with the page read where it arrived (`ApiClient::read_logs`);
+//! `api, kept` is `api` with the page kept in its reply
+//! (`ApiClient::reply_page`).
 //! The ratio
 //! `api / sql` is the figure (`docs/performance.md`, "Queries at the cost
 //! of their SQL").
@@ -198,6 +200,10 @@ fn api_vs_sql(c: &mut Criterion) {
                     .unwrap()
             })
         });
+        // The same, the page kept in its reply.
+        g.bench_function(format!("{name}: api, kept"), |b| {
+            b.iter(|| black_box(client.reply_page(black_box(q)).unwrap()))
+        });
         drop(client);
         principal.shutdown().unwrap();
     }
@@ -220,8 +226,9 @@ fn start_principal(path: &std::path::Path) -> Principal {
         .unwrap()
 }
 
-/// Each case's SQL, server, API and in-place times, one of each per round
-/// (the order turning each round), and the medians' ratios to the SQL.
+/// Each case's SQL, server and API times (owned, in place, as maps, kept),
+/// one of each per round (the order turning each round), and the medians'
+/// ratios to the SQL.
 fn alternated(rounds: usize) {
     let path = make_file();
     let dir = tempfile::tempdir().unwrap();
@@ -234,8 +241,8 @@ fn alternated(rounds: usize) {
     let store = principal.store();
     let mut client = ApiClient::connect(&principal.api_config()).unwrap();
     println!("{rounds} rounds, medians in ms (ratio to sql)");
-    println!("| query | sql | server | api | api, in place | api, maps |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| query | sql | server | api | api, in place | api, maps | api, kept |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (name, q, sql) in &cases() {
         let limited = LogQuery {
             limit: Some(1000),
@@ -246,10 +253,10 @@ fn alternated(rounds: usize) {
             layout: Layout::Maps,
         };
         let mut stmt = conn.prepare(sql).unwrap();
-        let mut times: [Vec<f64>; 5] = Default::default();
+        let mut times: [Vec<f64>; 6] = Default::default();
         for round in 0..rounds {
-            for k in 0..5 {
-                let which = (round + k) % 5;
+            for k in 0..6 {
+                let which = (round + k) % 6;
                 let start = std::time::Instant::now();
                 match which {
                     0 => drop(black_box(stmt.query_arrow([]).unwrap().collect::<Vec<_>>())),
@@ -260,7 +267,8 @@ fn alternated(rounds: usize) {
                     }
                     2 => drop(black_box(client.query_logs(q).unwrap())),
                     3 => drop(black_box(client.read_logs(q, |l, next| (l.len(), next)).unwrap())),
-                    _ => drop(black_box(client.call(&maps).unwrap())),
+                    4 => drop(black_box(client.call(&maps).unwrap())),
+                    _ => drop(black_box(client.reply_page(q).unwrap())),
                 }
                 times[which].push(start.elapsed().as_secs_f64() * 1e3);
             }

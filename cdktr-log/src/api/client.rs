@@ -196,6 +196,21 @@ impl ApiClient {
         super::logs::with_page(&reply, read)
     }
 
+    /// One page of stored logs, kept in the reply it arrived in: its lines
+    /// are lent from the reply's bytes, as [`read_logs`](Self::read_logs)
+    /// lends them, but the page can be kept and sent to another thread
+    /// (no string copied per line, as a [`LogPage`] copies seven).
+    ///
+    /// # Errors
+    /// As [`query_logs`](Self::query_logs).
+    pub fn reply_page(&mut self, query: &LogQuery) -> Result<super::ReplyPage> {
+        let reply = self.exchange(&Request::QueryLogs {
+            query: query.clone(),
+            layout: Layout::Arrays,
+        })?;
+        super::ReplyPage::new(reply)
+    }
+
     /// Runs one read-only SQL statement (see [`Request::Sql`]).
     ///
     /// # Errors

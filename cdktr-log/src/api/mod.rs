@@ -35,9 +35,13 @@ mod check;
 mod client;
 mod logs;
 #[cfg(feature = "sockets")]
+mod page;
+#[cfg(feature = "sockets")]
 mod poller;
 #[cfg(feature = "sockets")]
 pub use client::{ApiClient, Pages};
+#[cfg(feature = "sockets")]
+pub use page::ReplyPage;
 #[cfg(feature = "sockets")]
 pub use poller::{LazyClient, Poller};
 

@@ -40,7 +40,7 @@ fn stored(db: &Path) {
 }
 
 #[test]
-fn a_page_read_in_place_has_the_lines_origins_and_cursor_of_the_owned_page() {
+fn a_page_read_in_place_or_kept_in_its_reply_has_the_lines_origins_and_cursor_of_the_owned_page() {
     let (_dir, p) = principal_with_history();
     let mut api = p.client();
     let all = LogQuery {
@@ -66,19 +66,26 @@ fn a_page_read_in_place_has_the_lines_origins_and_cursor_of_the_owned_page() {
             .read_logs(&q, |lines, next| LogPage::from_lines(lines.iter().copied(), next))
             .unwrap();
         assert_eq!(read, owned, "{q:?}");
+        let kept = api.reply_page(&q).unwrap();
+        assert_eq!(kept.to_page(), owned, "{q:?}");
     }
     let invalid = LogQuery { limit: Some(0), ..all };
-    let err = api.read_logs(&invalid, |lines, _| lines.len()).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            cdktr_log::Error::Api {
-                kind: ErrorKind::Invalid,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let errors = [
+        api.read_logs(&invalid, |lines, _| lines.len()).unwrap_err(),
+        api.reply_page(&invalid).unwrap_err(),
+    ];
+    for err in errors {
+        assert!(
+            matches!(
+                err,
+                cdktr_log::Error::Api {
+                    kind: ErrorKind::Invalid,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 }
 
 #[test]

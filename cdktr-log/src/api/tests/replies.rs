@@ -178,8 +178,40 @@ fn a_logs_reply_written_from_borrowed_rows_is_the_derived_encoding_byte_for_byte
 }
 
 /// The page `read_logs` hands out, owned again.
+/// The page in `bytes` read in place both ways, lent to a closure and kept
+/// in a [`ReplyPage`](crate::api::ReplyPage), which must agree: the same
+/// page or the same error.
 fn page_read_in_place(bytes: &[u8]) -> crate::Result<LogPage> {
-    logs::with_page(bytes, |lines, next| LogPage::from_lines(lines.iter().copied(), next))
+    let lent = logs::with_page(bytes, |lines, next| LogPage::from_lines(lines.iter().copied(), next));
+    let kept = crate::api::ReplyPage::new(zmq::Message::from(bytes)).map(|p| p.to_page());
+    match (&lent, &kept) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "lent and kept"),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "lent and kept"),
+        _ => panic!("lent {lent:?}, kept {kept:?}"),
+    }
+    lent
+}
+
+#[test]
+fn a_reply_page_is_kept_sent_to_other_threads_and_read_there() {
+    let page = pages_of_every_size_class().pop().unwrap();
+    let bytes = Response::Logs(page.clone()).to_bytes();
+    let kept = std::sync::Arc::new(crate::api::ReplyPage::new(zmq::Message::from(&bytes[..])).unwrap());
+    drop(bytes);
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let kept = kept.clone();
+            std::thread::spawn(move || kept.to_page())
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(r.join().unwrap(), page);
+    }
+    assert_eq!(
+        (kept.len(), kept.is_empty(), kept.next()),
+        (page.lines.len(), false, page.next)
+    );
+    assert_eq!(kept.lines(), page.lines_with_origins());
 }
 
 #[test]
