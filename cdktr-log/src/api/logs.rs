@@ -138,7 +138,7 @@ fn origins_match(lines: usize, origins: usize) -> Result<()> {
 }
 
 /// Whether `bytes` are a map whose first entry is `"reply": "Logs"`.
-fn tag_first(bytes: &[u8]) -> bool {
+pub(super) fn tag_first(bytes: &[u8]) -> bool {
     const TAG: &[u8] = b"\xa5reply\xa4Logs";
     let header = match bytes.first() {
         Some(0x80..=0x8f) => 1,

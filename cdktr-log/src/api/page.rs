@@ -49,13 +49,11 @@ impl ReplyPage {
     /// [`Error::Api`] for an error reply; [`Error::Reply`] for another
     /// reply, or bytes that are not one.
     pub(super) fn new(reply: zmq::Message) -> Result<ReplyPage> {
-        let held = match logs::read_in_place(&reply) {
-            Some(read) => {
-                read?;
-                Held::Reply(reply)
-            }
-            None => match Response::from_bytes(&reply)? {
-                Response::Logs(page) => Held::Page(logs::checked(page)?),
+        let held = match logs::tag_first(&reply) {
+            true => Held::Reply(reply),
+            // Any other layout of the same reply, or another reply.
+            false => match Response::from_bytes(&reply)? {
+                Response::Logs(page) => Held::Page(page),
                 Response::Error { kind, message } => return Err(Error::Api { kind, message }),
                 other => return Err(Error::Reply(format!("QueryLogs answered with {}", other.name()))),
             },
@@ -63,7 +61,7 @@ impl ReplyPage {
         let cell = Cell::try_new(held, |held| match held {
             Held::Reply(bytes) => match logs::read_in_place(bytes) {
                 Some(read) => read.map(|(lines, next)| Lent { lines, next }),
-                None => Err(Error::Reply("a Logs reply that changed while read".into())),
+                None => Err(Error::Reply("not a Logs reply".into())),
             },
             Held::Page(page) => Ok(Lent {
                 lines: page.lines_with_origins(),
