@@ -25,7 +25,8 @@
 //! that neither count always meets the database or the machine in the
 //! same state, and reports the median rate of each count and the median of
 //! each round's ratio to the first count: runs minutes apart on a shared
-//! machine differ by more than what is compared.
+//! machine differ by more than what is compared. Each run's counters are
+//! its own, except the principal's peak RSS: its peak so far.
 
 use std::time::Duration;
 

@@ -187,9 +187,16 @@ pub(super) fn with_page<R>(bytes: &[u8], read: impl FnOnce(&[PageLine<'_>], Opti
         let (lines, next) = page?;
         return Ok(read(&lines, next));
     }
-    // Any other layout of the same reply, or another reply.
+    let page = decoded_page(bytes)?;
+    Ok(read(&page.lines_with_origins(), page.next))
+}
+
+/// The page of a `QueryLogs` reply the in-place reader does not take (any
+/// other layout of it), through the general decoder; an error reply is
+/// [`Error::Api`], another reply [`Error::Reply`].
+pub(super) fn decoded_page(bytes: &[u8]) -> Result<LogPage> {
     match Response::from_bytes(bytes)? {
-        Response::Logs(page) => Ok(read(&page.lines_with_origins(), page.next)),
+        Response::Logs(page) => Ok(page),
         Response::Error { kind, message } => Err(Error::Api { kind, message }),
         other => Err(Error::Reply(format!("QueryLogs answered with {}", other.name()))),
     }

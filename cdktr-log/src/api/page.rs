@@ -1,7 +1,6 @@
 //! [`ReplyPage`]: a page of lines that owns the reply they came in.
 
 use super::logs;
-use super::Response;
 use crate::error::{Error, Result};
 use crate::query::{Cursor, LogPage, PageLine};
 
@@ -51,12 +50,7 @@ impl ReplyPage {
     pub(super) fn new(reply: zmq::Message) -> Result<ReplyPage> {
         let held = match logs::tag_first(&reply) {
             true => Held::Reply(reply),
-            // Any other layout of the same reply, or another reply.
-            false => match Response::from_bytes(&reply)? {
-                Response::Logs(page) => Held::Page(page),
-                Response::Error { kind, message } => return Err(Error::Api { kind, message }),
-                other => return Err(Error::Reply(format!("QueryLogs answered with {}", other.name()))),
-            },
+            false => Held::Page(logs::decoded_page(&reply)?),
         };
         let cell = Cell::try_new(held, |held| match held {
             Held::Reply(bytes) => match logs::read_in_place(bytes) {
